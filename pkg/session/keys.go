@@ -1,0 +1,170 @@
+package session
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+)
+
+// TokenSize is the size of the random secret a cookie carries (256 bits).
+const TokenSize = 32
+
+// tagSize is the size of the HMAC tag appended to the token in a cookie.
+const tagSize = 16
+
+// CookieValueLen is the length of an encoded cookie value.
+var CookieValueLen = base64.RawURLEncoding.EncodedLen(TokenSize + tagSize)
+
+// sealVersion is the first byte of every sealed value.
+const sealVersion byte = 1
+
+// MinSecretLen is the shortest session secret accepted (approuter's documentation
+// asks for at least 64 characters).
+const MinSecretLen = 64
+
+// Token is the random secret behind one cookie (a session or a login state).
+// It never leaves the process except inside its cookie.
+type Token [TokenSize]byte
+
+// NewToken returns a fresh token from crypto/rand.
+func NewToken() Token {
+	var t Token
+	rand.Read(t[:]) // never returns an error; it crashes the program on failure
+	return t
+}
+
+// String keeps tokens out of logs and error messages.
+func (Token) String() string { return "[token]" }
+
+// hashHex is the hex SHA-256 of the token: the part of store keys that
+// names it without revealing it.
+func (t *Token) hashHex() string {
+	sum := sha256.Sum256(t[:])
+	return hex.EncodeToString(sum[:])
+}
+
+// Keys holds the keys derived from the session secrets. The first secret signs
+// cookies and seals records; every secret verifies and opens, so a secret can
+// be rotated without logging anyone out.
+type Keys struct {
+	mac  [][]byte // HMAC-SHA256 keys for cookie tags
+	seal [][]byte // HKDF input keys for sealing
+}
+
+// ErrInvalidCookie is returned for a cookie that is malformed or whose tag
+// does not verify under any secret.
+var ErrInvalidCookie = errors.New("invalid session cookie")
+
+// errOpen is returned when a sealed value does not open under any secret.
+var errOpen = errors.New("sealed value does not open under any session secret")
+
+// NewKeys derives the cookie and sealing keys from the session secrets.
+func NewKeys(secrets ...[]byte) (*Keys, error) {
+	if len(secrets) == 0 {
+		return nil, errors.New("no session secret")
+	}
+	k := &Keys{}
+	for i, s := range secrets {
+		if len(s) < MinSecretLen {
+			return nil, fmt.Errorf("session secret %d: must be at least %d characters", i+1, MinSecretLen)
+		}
+		mac, err := hkdf.Key(sha256.New, s, nil, "extauthz cookie tag v1", 32)
+		if err != nil {
+			return nil, err
+		}
+		seal, err := hkdf.Key(sha256.New, s, nil, "extauthz seal v1", 32)
+		if err != nil {
+			return nil, err
+		}
+		k.mac = append(k.mac, mac)
+		k.seal = append(k.seal, seal)
+	}
+	return k, nil
+}
+
+func tag(key []byte, t *Token, dst []byte) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write(t[:])
+	return m.Sum(dst)[:len(dst)+tagSize]
+}
+
+// EncodeCookie returns the cookie value for a token: base64url(token || tag).
+func (k *Keys) EncodeCookie(t Token) string {
+	var buf [TokenSize + sha256.Size]byte
+	copy(buf[:], t[:])
+	tag(k.mac[0], &t, buf[:TokenSize])
+	return base64.RawURLEncoding.EncodeToString(buf[:TokenSize+tagSize])
+}
+
+// DecodeCookie checks a cookie value's tag and returns its token. It touches
+// no store, so forged cookies cost nothing but a hash.
+func (k *Keys) DecodeCookie(v string) (Token, error) {
+	var t Token
+	if len(v) != CookieValueLen {
+		return t, ErrInvalidCookie
+	}
+	var raw [TokenSize + tagSize]byte
+	n, err := base64.RawURLEncoding.Decode(raw[:], []byte(v))
+	if err != nil || n != len(raw) {
+		return t, ErrInvalidCookie
+	}
+	copy(t[:], raw[:TokenSize])
+	var want [TokenSize + sha256.Size]byte
+	for _, key := range k.mac {
+		if hmac.Equal(tag(key, &t, want[:0]), raw[TokenSize:]) {
+			return t, nil
+		}
+	}
+	return Token{}, ErrInvalidCookie
+}
+
+func (k *Keys) aead(i int, t *Token) (cipher.AEAD, error) {
+	key, err := hkdf.Key(sha256.New, k.seal[i], t[:], "extauthz record", 32)
+	if err != nil {
+		return nil, err
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
+}
+
+// Seal encrypts plaintext with AES-256-GCM under a key derived from the first
+// secret and the token; ad (the store key) is authenticated, not stored.
+// Output: version || nonce || ciphertext.
+func (k *Keys) Seal(t *Token, ad, plaintext []byte) ([]byte, error) {
+	a, err := k.aead(0, t)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 1+a.NonceSize(), 1+a.NonceSize()+len(plaintext)+a.Overhead())
+	out[0] = sealVersion
+	rand.Read(out[1:])
+	return a.Seal(out, out[1:], plaintext, ad), nil
+}
+
+// Open decrypts a value made by Seal under any of the secrets.
+func (k *Keys) Open(t *Token, ad, sealed []byte) ([]byte, error) {
+	if len(sealed) < 1+12+16 || sealed[0] != sealVersion {
+		return nil, errOpen
+	}
+	for i := range k.seal {
+		a, err := k.aead(i, t)
+		if err != nil {
+			return nil, err
+		}
+		nonce := sealed[1 : 1+a.NonceSize()]
+		if pt, err := a.Open(nil, nonce, sealed[1+a.NonceSize():], ad); err == nil {
+			return pt, nil
+		}
+	}
+	return nil, errOpen
+}

@@ -1,0 +1,233 @@
+// Package sessiontest is the conformance suite every session.Store passes.
+package sessiontest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/extauthz/extauthz/pkg/session"
+)
+
+// Run runs the suite. newStore returns an empty store for one subtest; keys
+// are unique per subtest so a shared backend works too.
+func Run(t *testing.T, newStore func(t *testing.T) session.Store) {
+	ctx := context.Background()
+	key := func(t *testing.T, name string) string {
+		return fmt.Sprintf("conformance:{%s}:%s", t.Name(), name)
+	}
+	t.Run("GetMissing", func(t *testing.T) {
+		s := newStore(t)
+		if _, err := s.Get(ctx, key(t, "none"), 0); !errors.Is(err, session.ErrNotFound) {
+			t.Fatalf("Get of a missing key: err = %v, want ErrNotFound", err)
+		}
+		if _, err := s.Get(ctx, key(t, "none"), time.Minute); !errors.Is(err, session.ErrNotFound) {
+			t.Fatalf("Get with idle of a missing key: err = %v, want ErrNotFound", err)
+		}
+	})
+	t.Run("SetGetBinary", func(t *testing.T) {
+		s := newStore(t)
+		v := make([]byte, 256)
+		for i := range v {
+			v[i] = byte(i)
+		}
+		if err := s.Set(ctx, key(t, "k"), v, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		v[0] = 99 // the store must have kept its own copy
+		got, err := s.Get(ctx, key(t, "k"), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got[0] != 0 || len(got) != 256 || got[255] != 255 {
+			t.Fatalf("Get returned %d bytes starting %v, want the 256 bytes written", len(got), got[:4])
+		}
+	})
+	t.Run("SetOverwrites", func(t *testing.T) {
+		s := newStore(t)
+		k := key(t, "k")
+		mustSet(t, s, k, "one", time.Minute)
+		mustSet(t, s, k, "two", time.Minute)
+		if got := mustGet(t, s, k, 0); got != "two" {
+			t.Fatalf("Get = %q, want two", got)
+		}
+	})
+	t.Run("TTLExpires", func(t *testing.T) {
+		s := newStore(t)
+		k := key(t, "k")
+		mustSet(t, s, k, "v", 150*time.Millisecond)
+		time.Sleep(300 * time.Millisecond)
+		if _, err := s.Get(ctx, k, 0); !errors.Is(err, session.ErrNotFound) {
+			t.Fatalf("Get after TTL: err = %v, want ErrNotFound", err)
+		}
+	})
+	t.Run("GetWithIdleExtends", func(t *testing.T) {
+		s := newStore(t)
+		k := key(t, "k")
+		mustSet(t, s, k, "v", 200*time.Millisecond)
+		mustGet(t, s, k, 10*time.Second)
+		time.Sleep(400 * time.Millisecond)
+		if got := mustGet(t, s, k, 0); got != "v" {
+			t.Fatalf("Get = %q after the idle extension, want v", got)
+		}
+	})
+	t.Run("GetWithoutIdleKeepsTTL", func(t *testing.T) {
+		s := newStore(t)
+		k := key(t, "k")
+		mustSet(t, s, k, "v", 200*time.Millisecond)
+		mustGet(t, s, k, 0)
+		time.Sleep(400 * time.Millisecond)
+		if _, err := s.Get(ctx, k, 0); !errors.Is(err, session.ErrNotFound) {
+			t.Fatalf("Get(idle=0) must not extend the TTL: err = %v, want ErrNotFound", err)
+		}
+	})
+	t.Run("SetNX", func(t *testing.T) {
+		s := newStore(t)
+		k := key(t, "lock")
+		ok, err := s.SetNX(ctx, k, []byte("a"), 150*time.Millisecond)
+		if err != nil || !ok {
+			t.Fatalf("first SetNX = %v, %v; want true, nil", ok, err)
+		}
+		ok, err = s.SetNX(ctx, k, []byte("b"), time.Minute)
+		if err != nil || ok {
+			t.Fatalf("second SetNX = %v, %v; want false, nil", ok, err)
+		}
+		if got := mustGet(t, s, k, 0); got != "a" {
+			t.Fatalf("value after a refused SetNX = %q, want a", got)
+		}
+		time.Sleep(300 * time.Millisecond)
+		ok, err = s.SetNX(ctx, k, []byte("c"), time.Minute)
+		if err != nil || !ok {
+			t.Fatalf("SetNX after expiry = %v, %v; want true, nil", ok, err)
+		}
+	})
+	t.Run("SetNXConcurrentOneWinner", func(t *testing.T) {
+		s := newStore(t)
+		k := key(t, "lock")
+		var wins atomic.Int32
+		var wg sync.WaitGroup
+		for i := range 32 {
+			wg.Go(func() {
+				ok, err := s.SetNX(ctx, k, []byte{byte(i)}, time.Minute)
+				if err != nil {
+					t.Error(err)
+				}
+				if ok {
+					wins.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		if n := wins.Load(); n != 1 {
+			t.Fatalf("%d of 32 concurrent SetNX won, want exactly 1", n)
+		}
+	})
+	t.Run("TakeOnce", func(t *testing.T) {
+		s := newStore(t)
+		k := key(t, "state")
+		mustSet(t, s, k, "v", time.Minute)
+		got, err := s.Take(ctx, k)
+		if err != nil || string(got) != "v" {
+			t.Fatalf("Take = %q, %v; want v, nil", got, err)
+		}
+		if _, err := s.Take(ctx, k); !errors.Is(err, session.ErrNotFound) {
+			t.Fatalf("second Take: err = %v, want ErrNotFound", err)
+		}
+		if _, err := s.Get(ctx, k, 0); !errors.Is(err, session.ErrNotFound) {
+			t.Fatalf("Get after Take: err = %v, want ErrNotFound", err)
+		}
+	})
+	t.Run("TakeConcurrentOneWinner", func(t *testing.T) {
+		s := newStore(t)
+		k := key(t, "state")
+		mustSet(t, s, k, "v", time.Minute)
+		var wins atomic.Int32
+		var wg sync.WaitGroup
+		for range 16 {
+			wg.Go(func() {
+				_, err := s.Take(ctx, k)
+				switch {
+				case err == nil:
+					wins.Add(1)
+				case !errors.Is(err, session.ErrNotFound):
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		if n := wins.Load(); n != 1 {
+			t.Fatalf("%d of 16 concurrent Takes got the value, want exactly 1", n)
+		}
+	})
+	t.Run("Delete", func(t *testing.T) {
+		s := newStore(t)
+		k := key(t, "k")
+		mustSet(t, s, k, "v", time.Minute)
+		if err := s.Delete(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Get(ctx, k, 0); !errors.Is(err, session.ErrNotFound) {
+			t.Fatalf("Get after Delete: err = %v, want ErrNotFound", err)
+		}
+		if err := s.Delete(ctx, k); err != nil {
+			t.Fatalf("Delete of a missing key: %v, want nil", err)
+		}
+	})
+	t.Run("DeleteIf", func(t *testing.T) {
+		s := newStore(t)
+		k := key(t, "lock")
+		mustSet(t, s, k, "mine", time.Minute)
+		if ok, err := s.DeleteIf(ctx, k, []byte("theirs")); err != nil || ok {
+			t.Fatalf("DeleteIf with another value = %v, %v; want false, nil", ok, err)
+		}
+		if got := mustGet(t, s, k, 0); got != "mine" {
+			t.Fatalf("value after a refused DeleteIf = %q", got)
+		}
+		if ok, err := s.DeleteIf(ctx, k, []byte("mine")); err != nil || !ok {
+			t.Fatalf("DeleteIf with the value = %v, %v; want true, nil", ok, err)
+		}
+		if ok, err := s.DeleteIf(ctx, k, []byte("mine")); err != nil || ok {
+			t.Fatalf("DeleteIf of a missing key = %v, %v; want false, nil", ok, err)
+		}
+	})
+	t.Run("CanceledContextIsAnErrorNotNotFound", func(t *testing.T) {
+		s := newStore(t)
+		k := key(t, "k")
+		mustSet(t, s, k, "v", time.Minute)
+		cctx, cancel := context.WithCancel(ctx)
+		cancel()
+		_, err := s.Get(cctx, k, time.Minute)
+		if err == nil || errors.Is(err, session.ErrNotFound) {
+			t.Fatalf("Get with a canceled context: err = %v, want a store error (not ErrNotFound)", err)
+		}
+		if got := mustGet(t, s, k, 0); got != "v" {
+			t.Fatalf("value after a failed Get = %q, want v", got)
+		}
+	})
+	t.Run("Ping", func(t *testing.T) {
+		if err := newStore(t).Ping(ctx); err != nil {
+			t.Fatalf("Ping: %v", err)
+		}
+	})
+}
+
+func mustSet(t *testing.T, s session.Store, k, v string, ttl time.Duration) {
+	t.Helper()
+	if err := s.Set(context.Background(), k, []byte(v), ttl); err != nil {
+		t.Fatalf("Set(%s): %v", k, err)
+	}
+}
+
+func mustGet(t *testing.T, s session.Store, k string, idle time.Duration) string {
+	t.Helper()
+	b, err := s.Get(context.Background(), k, idle)
+	if err != nil {
+		t.Fatalf("Get(%s): %v", k, err)
+	}
+	return string(bytes.Clone(b))
+}

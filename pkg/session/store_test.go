@@ -1,0 +1,12 @@
+package session_test
+
+import (
+	"testing"
+
+	"github.com/extauthz/extauthz/pkg/session"
+	"github.com/extauthz/extauthz/pkg/session/sessiontest"
+)
+
+func TestConformanceMemory(t *testing.T) {
+	sessiontest.Run(t, func(t *testing.T) session.Store { return session.NewMemoryStore(nil) })
+}
