@@ -1,0 +1,101 @@
+// Package binding reads service bindings: VCAP_SERVICES on Cloud Foundry.
+// It turns the credentials of the services extauthz uses into typed values.
+package binding
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+)
+
+// Binding is one bound service instance.
+type Binding struct {
+	// Name is what approuter's EXT_SESSION_MGT.instanceName matches: the
+	// binding name when the binding has one, else the instance name.
+	Name         string
+	BindingName  string
+	InstanceName string
+	Label        string
+	Plan         string
+	Tags         []string
+	Credentials  map[string]any
+}
+
+// ErrNotFound is returned when no binding matches.
+var ErrNotFound = errors.New("no such service binding")
+
+// ParseVCAP parses the VCAP_SERVICES JSON document.
+func ParseVCAP(doc string) ([]Binding, error) {
+	var raw map[string][]struct {
+		Name         string         `json:"name"`
+		BindingName  *string        `json:"binding_name"`
+		InstanceName string         `json:"instance_name"`
+		Label        string         `json:"label"`
+		Plan         string         `json:"plan"`
+		Tags         []string       `json:"tags"`
+		Credentials  map[string]any `json:"credentials"`
+	}
+	if err := json.Unmarshal([]byte(doc), &raw); err != nil {
+		return nil, fmt.Errorf("not a JSON object of service lists: %w", err)
+	}
+	labels := make([]string, 0, len(raw))
+	for l := range raw {
+		labels = append(labels, l)
+	}
+	sort.Strings(labels) // deterministic order
+	var out []Binding
+	for _, l := range labels {
+		for i, e := range raw[l] {
+			b := Binding{
+				Name: e.Name, InstanceName: e.InstanceName, Label: e.Label,
+				Plan: e.Plan, Tags: e.Tags, Credentials: e.Credentials,
+			}
+			if e.BindingName != nil {
+				b.BindingName = *e.BindingName
+			}
+			if b.Label == "" {
+				b.Label = l
+			}
+			if b.Name == "" {
+				b.Name = firstNonEmpty(b.BindingName, b.InstanceName)
+			}
+			if b.Name == "" {
+				return nil, fmt.Errorf("%s[%d]: entry has no name", l, i)
+			}
+			if b.Credentials == nil {
+				b.Credentials = map[string]any{}
+			}
+			out = append(out, b)
+		}
+	}
+	return out, nil
+}
+
+// ByName returns the binding whose name, binding name or instance name is name.
+func ByName(bs []Binding, name string) (Binding, error) {
+	for _, b := range bs {
+		if b.Name == name || b.BindingName == name || b.InstanceName == name {
+			return b, nil
+		}
+	}
+	names := make([]string, 0, len(bs))
+	for _, b := range bs {
+		names = append(names, b.Name)
+	}
+	return Binding{}, fmt.Errorf("%w named %q (bound: %s)", ErrNotFound, name, strings.Join(names, ", "))
+}
+
+// HasTag says whether the binding carries tag.
+func (b Binding) HasTag(tag string) bool { return slices.Contains(b.Tags, tag) }
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}

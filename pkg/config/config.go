@@ -1,0 +1,776 @@
+// Package config builds extauthz's one typed configuration from, lowest to
+// highest: defaults, a YAML file (--config), environment variables (approuter's
+// names and EXTAUTHZ_*), service bindings (VCAP_SERVICES), and flags.
+package config
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/extauthz/extauthz/pkg/binding"
+)
+
+// Config is everything extauthz needs to run.
+type Config struct {
+	GRPCAddr        string
+	AdminAddr       string
+	LogLevel        slog.Level
+	LogFormat       string // json or text
+	ShutdownTimeout time.Duration
+
+	CookieName         string
+	SessionTimeout     time.Duration // idle
+	SessionMaxLifetime time.Duration // absolute
+	SessionSecrets     []Secret      // first seals, all open
+	SecureCookie       string        // auto (from the request's scheme), true, false
+	SameSite           string        // Lax, Strict, None
+	Partitioned        bool
+	KeyPrefix          string
+	JWTRefresh         time.Duration // refresh this long before expiry; 0 = off
+
+	// Redis is nil when no store is configured: sessions then live in memory.
+	Redis        *Redis
+	StoreTimeout time.Duration
+
+	OIDC               OIDC
+	IDPTimeout         time.Duration
+	CallbackPath       string
+	LogoutPath         string
+	PostLogoutRedirect string
+
+	// origin records where each setting's value came from, for messages.
+	origin map[string]string
+}
+
+// Redis says how to reach the session store.
+type Redis struct {
+	Addrs      []string
+	Username   string
+	Password   Secret
+	DB         int
+	TLS        bool
+	CA         []byte // PEM
+	CertFile   string // client certificate (mutual TLS)
+	KeyFile    string
+	Cluster    bool
+	MasterName string // Sentinel
+	// EXT_SESSION_MGT: rejectUnauthorized (default true) and
+	// skipCertHostnameValidation (default false).
+	RejectUnauthorized         bool
+	SkipCertHostnameValidation bool
+	// EXT_SESSION_MGT: reconnect delay = min(attempt × BackOffMultiplier, RetryTimeout).
+	RetryTimeout      time.Duration
+	BackOffMultiplier time.Duration
+	// Source names where the connection came from (a binding or a URL).
+	Source string
+}
+
+// OIDC is a generic OpenID Connect provider.
+type OIDC struct {
+	Issuer       string
+	ClientID     string
+	ClientSecret Secret
+	Scopes       []string
+}
+
+// setting is one configuration knob with its flag, environment name and default.
+type setting struct {
+	name   string // flag name and YAML key
+	env    string // environment variable ("" if none)
+	def    string
+	help   string
+	secret bool // also read from <env>_FILE; never printed
+	set    func(c *Config, v string) error
+}
+
+var settings = []setting{
+	{"grpc-addr", "EXTAUTHZ_GRPC_ADDR", ":9001", "listen address of the Envoy ext_authz gRPC service", false,
+		func(c *Config, v string) error { return addr(&c.GRPCAddr, v) }},
+	{"admin-addr", "EXTAUTHZ_ADMIN_ADDR", ":9003", "listen address of /healthz, /readyz and /metrics", false,
+		func(c *Config, v string) error { return addr(&c.AdminAddr, v) }},
+	{"log-level", "EXTAUTHZ_LOG_LEVEL", "info", "debug, info, warn or error (debug logs one line per decision)", false,
+		func(c *Config, v string) error { return c.LogLevel.UnmarshalText([]byte(v)) }},
+	{"log-format", "EXTAUTHZ_LOG_FORMAT", "json", "json or text", false,
+		func(c *Config, v string) error { return oneOf(&c.LogFormat, v, "json", "text") }},
+	{"shutdown-timeout", "EXTAUTHZ_SHUTDOWN_TIMEOUT", "15s", "on SIGTERM, how long in-flight checks may take to finish", false,
+		func(c *Config, v string) error { return duration(&c.ShutdownTimeout, v, false) }},
+
+	{"session-cookie-name", "SESSION_COOKIE_NAME", "JSESSIONID", "name of the session cookie (approuter)", false,
+		func(c *Config, v string) error { return cookieName(&c.CookieName, v) }},
+	{"session-timeout", "SESSION_TIMEOUT", "15", "idle timeout: minutes, or a duration such as 30m (approuter)", false,
+		func(c *Config, v string) error { return duration(&c.SessionTimeout, v, true) }},
+	{"session-max-lifetime", "EXTAUTHZ_SESSION_MAX_LIFETIME", "12h", "absolute lifetime of a session, however active", false,
+		func(c *Config, v string) error { return duration(&c.SessionMaxLifetime, v, false) }},
+	{"session-secrets", "EXTAUTHZ_SESSION_SECRETS", "", "session secrets, comma-separated, at least 64 characters each; the first signs and seals, all are accepted (rotation). Overrides EXT_SESSION_MGT.sessionSecret; the _FILE form takes one per line", true,
+		func(c *Config, v string) error { return secrets(&c.SessionSecrets, v) }},
+	{"secure-session-cookie", "SECURE_SESSION_COOKIE", "auto", "Secure cookie attribute: true, false, or auto (from the request scheme / x-forwarded-proto) (approuter)", false,
+		func(c *Config, v string) error { return oneOf(&c.SecureCookie, strings.ToLower(v), "auto", "true", "false") }},
+	{"cookies", "COOKIES", "", `cookie attributes as JSON, e.g. {"SameSite":"None","Partitioned":true} (approuter)`, false,
+		func(c *Config, v string) error { return c.cookies(v) }},
+	{"session-key-prefix", "EXTAUTHZ_SESSION_KEY_PREFIX", "extauthz", "prefix of every key in Redis", false,
+		func(c *Config, v string) error { return nonEmpty(&c.KeyPrefix, v) }},
+	{"jwt-refresh", "JWT_REFRESH", "5", "refresh the access token this long before it expires: minutes or a duration; 0 = off (approuter)", false,
+		func(c *Config, v string) error { return duration(&c.JWTRefresh, v, true) }},
+
+	{"redis-url", "EXTAUTHZ_REDIS_URL", "", "redis://[user:password@]host:port[/db] or rediss://…; several hosts comma-separated; ?cluster=true for Cluster, ?master=<name> for Sentinel (hosts are then sentinels). Overrides the redis-cache binding", true,
+		func(c *Config, v string) error { return c.redisURL(v) }},
+	{"redis-ca-file", "EXTAUTHZ_REDIS_CA_FILE", "", "PEM file of the CA that signed Redis's certificate", false,
+		func(c *Config, v string) error { return c.redisFile(func(r *Redis, b []byte) { r.CA = b }, v) }},
+	{"redis-cert-file", "EXTAUTHZ_REDIS_CERT_FILE", "", "PEM client certificate for mutual TLS to Redis", false,
+		func(c *Config, v string) error { return c.redisPath(func(r *Redis) *string { return &r.CertFile }, v) }},
+	{"redis-key-file", "EXTAUTHZ_REDIS_KEY_FILE", "", "PEM private key of the client certificate", false,
+		func(c *Config, v string) error { return c.redisPath(func(r *Redis) *string { return &r.KeyFile }, v) }},
+	{"store-timeout", "EXTAUTHZ_STORE_TIMEOUT", "250ms", "deadline of every session store call; keep it well under Envoy's ext_authz timeout", false,
+		func(c *Config, v string) error { return duration(&c.StoreTimeout, v, false) }},
+
+	{"oidc-issuer", "EXTAUTHZ_OIDC_ISSUER", "", "OpenID Connect issuer URL (discovery at <issuer>/.well-known/openid-configuration)", false,
+		func(c *Config, v string) error { c.OIDC.Issuer = v; return nil }},
+	{"oidc-client-id", "EXTAUTHZ_OIDC_CLIENT_ID", "", "OAuth2 client id", false,
+		func(c *Config, v string) error { c.OIDC.ClientID = v; return nil }},
+	{"oidc-client-secret", "EXTAUTHZ_OIDC_CLIENT_SECRET", "", "OAuth2 client secret", true,
+		func(c *Config, v string) error { c.OIDC.ClientSecret = Secret(v); return nil }},
+	{"oidc-scopes", "EXTAUTHZ_OIDC_SCOPES", "openid", "scopes to request, space- or comma-separated (add offline_access where the IdP needs it for refresh tokens)", false,
+		func(c *Config, v string) error { c.OIDC.Scopes = strings.FieldsFunc(v, isListSep); return nil }},
+	{"idp-timeout", "EXTAUTHZ_IDP_TIMEOUT", "5s", "deadline of every call to the identity provider", false,
+		func(c *Config, v string) error { return duration(&c.IDPTimeout, v, false) }},
+	{"login-callback-path", "EXTAUTHZ_LOGIN_CALLBACK_PATH", "/login/callback", "path of the OAuth2 redirect URI (approuter login.callbackEndpoint)", false,
+		func(c *Config, v string) error { return path(&c.CallbackPath, v) }},
+	{"logout-path", "EXTAUTHZ_LOGOUT_PATH", "/logout", "path that logs the user out (approuter logout.logoutEndpoint)", false,
+		func(c *Config, v string) error { return path(&c.LogoutPath, v) }},
+	{"post-logout-redirect", "EXTAUTHZ_POST_LOGOUT_REDIRECT", "/", "where the IdP sends the browser after logout: a path on the request's host, or an absolute URL", false,
+		func(c *Config, v string) error { return nonEmpty(&c.PostLogoutRedirect, v) }},
+}
+
+func isListSep(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' }
+
+// Getenv looks up an environment variable (os.Getenv in production).
+type Getenv func(string) string
+
+// ErrHelp is returned by Load when --help was asked for; the help has been
+// written to the output.
+var ErrHelp = flag.ErrHelp
+
+// ErrVersion is returned by Load for --version.
+var ErrVersion = errors.New("version requested")
+
+// Problems is every problem found in a configuration, each naming its source.
+type Problems []string
+
+func (p Problems) Error() string {
+	return "invalid configuration:\n  " + strings.Join(p, "\n  ")
+}
+
+// Load builds the configuration from args (without the program name) and the
+// environment. Help and usage go to out. The error is Problems, ErrHelp or
+// ErrVersion.
+func Load(args []string, getenv Getenv, out io.Writer) (*Config, error) {
+	c := &Config{origin: map[string]string{}}
+	var probs Problems
+	apply := func(s setting, v, origin string) {
+		if err := s.set(c, v); err != nil {
+			probs = append(probs, fmt.Sprintf("%s: %v", origin, err))
+			return
+		}
+		c.origin[s.name] = origin
+	}
+	for _, s := range settings {
+		apply(s, s.def, "default "+s.name)
+	}
+
+	fs := flag.NewFlagSet("extauthz", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() { usage(out) }
+	configFile := fs.String("config", getenv("EXTAUTHZ_CONFIG"), "YAML file of settings (keys are the flag names); env EXTAUTHZ_CONFIG")
+	version := fs.Bool("version", false, "print the version and exit")
+	flagValues := map[string]*string{}
+	for _, s := range settings {
+		flagValues[s.name] = fs.String(s.name, "", s.help)
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if *version {
+		return nil, ErrVersion
+	}
+	if fs.NArg() > 0 {
+		return nil, Problems{fmt.Sprintf("arguments: unexpected %q (settings are flags: --name=value)", fs.Args())}
+	}
+
+	// 1. YAML file.
+	if *configFile != "" {
+		c.loadFile(*configFile, apply, func(p string) { probs = append(probs, p) })
+	}
+
+	// 2. approuter's JSON environment and service bindings.
+	probs = append(probs, c.loadApprouterEnv(getenv)...)
+
+	// 3. Environment variables (and <NAME>_FILE for secrets).
+	for _, s := range settings {
+		if s.env == "" {
+			continue
+		}
+		if v, ok := lookup(getenv, s.env); ok {
+			apply(s, v, s.env)
+		}
+		if !s.secret {
+			continue
+		}
+		if f, ok := lookup(getenv, s.env+"_FILE"); ok {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				probs = append(probs, fmt.Sprintf("%s_FILE: %v", s.env, err))
+				continue
+			}
+			v := strings.TrimRight(string(b), "\r\n")
+			if s.name == "session-secrets" {
+				v = strings.Join(strings.Fields(v), ",")
+			}
+			apply(s, v, s.env+"_FILE")
+		}
+	}
+
+	// 4. Flags.
+	fs.Visit(func(f *flag.Flag) {
+		for _, s := range settings {
+			if s.name == f.Name {
+				apply(s, *flagValues[s.name], "--"+s.name)
+			}
+		}
+	})
+
+	probs = append(probs, c.Validate()...)
+	if len(probs) > 0 {
+		return nil, probs
+	}
+	return c, nil
+}
+
+// lookup treats an empty variable as unset, as shells and manifests often
+// leave variables empty.
+func lookup(getenv Getenv, name string) (string, bool) {
+	v := getenv(name)
+	return v, v != ""
+}
+
+func (c *Config) loadFile(file string, apply func(setting, string, string), report func(string)) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		report(fmt.Sprintf("--config: %v", err))
+		return
+	}
+	var m map[string]any
+	if err := yaml.Unmarshal(b, &m); err != nil {
+		report(fmt.Sprintf("%s: not a YAML map of settings: %v", file, err))
+		return
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		i := slices.IndexFunc(settings, func(s setting) bool { return s.name == k })
+		if i < 0 {
+			report(fmt.Sprintf("%s: %s: unknown setting", file, k))
+			continue
+		}
+		var v string
+		switch x := m[k].(type) {
+		case string:
+			v = x
+		case []any:
+			parts := make([]string, len(x))
+			for j, p := range x {
+				parts[j] = fmt.Sprint(p)
+			}
+			v = strings.Join(parts, ",")
+		case map[string]any:
+			j, _ := json.Marshal(x)
+			v = string(j)
+		case nil:
+			continue
+		default:
+			v = fmt.Sprint(x)
+		}
+		apply(settings[i], v, file+": "+k)
+	}
+}
+
+// Origin says where a setting's value came from.
+func (c *Config) Origin(name string) string { return c.origin[name] }
+
+// usage prints every setting with its flag, environment name and default.
+func usage(out io.Writer) {
+	fmt.Fprint(out, `extauthz: login sessions for Envoy's ext_authz, kept in Redis.
+
+Usage: extauthz [--config file.yaml] [--name=value ...]
+
+Sources, lowest to highest: defaults, the --config YAML file (keys are the
+flag names), approuter's EXT_SESSION_MGT and VCAP_SERVICES, other environment
+variables, flags. Secrets can also come from a file: <ENV>_FILE.
+
+Settings:
+`)
+	for _, s := range settings {
+		def := s.def
+		if def == "" {
+			def = "none"
+		} else {
+			def = strconv.Quote(def)
+		}
+		env := s.env
+		if s.secret {
+			env += " (or " + s.env + "_FILE)"
+		}
+		fmt.Fprintf(out, "  --%s\n      env %s, default %s\n      %s\n", s.name, env, def, s.help)
+	}
+	fmt.Fprint(out, `  --config
+      env EXTAUTHZ_CONFIG, default none
+      YAML file of settings
+  --version
+      print the version and exit
+
+approuter environment:
+  EXT_SESSION_MGT   JSON: {"instanceName":"<redis-cache binding name>","storageType":"redis",
+                    "sessionSecret":"<64+ characters>", "defaultRetryTimeout":2000,
+                    "backOffMultiplier":50, "rejectUnauthorized":true,
+                    "skipCertHostnameValidation":false}
+  VCAP_SERVICES     Cloud Foundry service bindings; the redis-cache binding named by
+                    EXT_SESSION_MGT.instanceName is the session store.
+Without a store (no EXT_SESSION_MGT, no EXTAUTHZ_REDIS_URL) sessions live in
+memory and die with the process.
+`)
+}
+
+// --- value parsers ---------------------------------------------------------
+
+func addr(dst *string, v string) error {
+	_, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", v)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q: bad port", v)
+	}
+	*dst = v
+	return nil
+}
+
+func oneOf(dst *string, v string, allowed ...string) error {
+	if !slices.Contains(allowed, v) {
+		return fmt.Errorf("%q is not one of %s", v, strings.Join(allowed, ", "))
+	}
+	*dst = v
+	return nil
+}
+
+func nonEmpty(dst *string, v string) error {
+	if strings.TrimSpace(v) == "" {
+		return errors.New("must not be empty")
+	}
+	*dst = v
+	return nil
+}
+
+// duration parses a Go duration; with minutes, a plain number is minutes
+// (approuter's SESSION_TIMEOUT and JWT_REFRESH).
+func duration(dst *time.Duration, v string, minutes bool) error {
+	v = strings.TrimSpace(v)
+	if minutes {
+		if n, err := strconv.ParseFloat(v, 64); err == nil {
+			if n < 0 {
+				return fmt.Errorf("%q: must not be negative", v)
+			}
+			*dst = time.Duration(n * float64(time.Minute))
+			return nil
+		}
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		if minutes {
+			return fmt.Errorf("%q is neither minutes nor a duration such as 30m", v)
+		}
+		return fmt.Errorf("%q is not a duration such as 250ms or 15s", v)
+	}
+	if d < 0 {
+		return fmt.Errorf("%q: must not be negative", v)
+	}
+	*dst = d
+	return nil
+}
+
+func path(dst *string, v string) error {
+	if !strings.HasPrefix(v, "/") || strings.HasPrefix(v, "//") || strings.ContainsAny(v, "?# \\") {
+		return fmt.Errorf("%q must be an absolute path such as /logout", v)
+	}
+	*dst = v
+	return nil
+}
+
+// cookieName accepts an RFC 6265 token.
+func cookieName(dst *string, v string) error {
+	if v == "" {
+		return errors.New("must not be empty")
+	}
+	for _, r := range v {
+		if r <= ' ' || r >= 0x7f || strings.ContainsRune(`()<>@,;:\"/[]?={}`, r) {
+			return fmt.Errorf("%q is not a valid cookie name", v)
+		}
+	}
+	*dst = v
+	return nil
+}
+
+func secrets(dst *[]Secret, v string) error {
+	var out []Secret
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, Secret(s))
+		}
+	}
+	*dst = out
+	return nil
+}
+
+// cookies reads approuter's COOKIES JSON.
+func (c *Config) cookies(v string) error {
+	c.SameSite, c.Partitioned = "Lax", false
+	if strings.TrimSpace(v) == "" {
+		return nil
+	}
+	var raw struct {
+		SameSite    *string `json:"SameSite"`
+		Partitioned *bool   `json:"Partitioned"`
+	}
+	d := json.NewDecoder(strings.NewReader(v))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&raw); err != nil {
+		return fmt.Errorf(`must be JSON such as {"SameSite":"None","Partitioned":true}: %v`, err)
+	}
+	if raw.SameSite != nil {
+		s := *raw.SameSite
+		switch strings.ToLower(s) {
+		case "lax":
+			c.SameSite = "Lax"
+		case "strict":
+			c.SameSite = "Strict"
+		case "none":
+			c.SameSite = "None"
+		default:
+			return fmt.Errorf("SameSite: %q is not None, Lax or Strict", s)
+		}
+	}
+	if raw.Partitioned != nil {
+		c.Partitioned = *raw.Partitioned
+	}
+	return nil
+}
+
+func (c *Config) redisOrNew() *Redis {
+	if c.Redis == nil {
+		c.Redis = &Redis{RejectUnauthorized: true, RetryTimeout: 2 * time.Second, BackOffMultiplier: 50 * time.Millisecond}
+	}
+	return c.Redis
+}
+
+func (c *Config) redisFile(set func(*Redis, []byte), file string) error {
+	if file == "" {
+		return nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	set(c.redisOrNew(), b)
+	return nil
+}
+
+func (c *Config) redisPath(field func(*Redis) *string, file string) error {
+	if file == "" {
+		return nil
+	}
+	if _, err := os.Stat(file); err != nil {
+		return err
+	}
+	*field(c.redisOrNew()) = file
+	return nil
+}
+
+// redisURL reads EXTAUTHZ_REDIS_URL. It replaces what a binding said about
+// where Redis is, and keeps the TLS and retry settings.
+func (c *Config) redisURL(v string) error {
+	if v == "" {
+		return nil
+	}
+	u, err := url.Parse(v)
+	if err != nil {
+		return errors.New("not a URL (the value is not shown: it may hold a password)")
+	}
+	if u.Scheme != "redis" && u.Scheme != "rediss" {
+		return fmt.Errorf("scheme %q: must be redis or rediss", u.Scheme)
+	}
+	var addrs []string
+	for _, h := range strings.Split(u.Host, ",") {
+		if _, _, err := net.SplitHostPort(h); err != nil {
+			h = net.JoinHostPort(h, "6379")
+		}
+		if strings.HasPrefix(h, ":") {
+			return errors.New("missing host")
+		}
+		addrs = append(addrs, h)
+	}
+	r := c.redisOrNew()
+	r.Addrs = addrs
+	r.Username = u.User.Username()
+	pw, _ := u.User.Password()
+	r.Password = Secret(pw)
+	r.TLS = u.Scheme == "rediss"
+	r.DB = 0
+	if db := strings.Trim(u.Path, "/"); db != "" {
+		n, err := strconv.Atoi(db)
+		if err != nil || n < 0 {
+			return fmt.Errorf("database %q: must be a number", db)
+		}
+		r.DB = n
+	}
+	q := u.Query()
+	r.Cluster, r.MasterName = false, q.Get("master")
+	if cl := q.Get("cluster"); cl != "" {
+		if r.Cluster, err = strconv.ParseBool(cl); err != nil {
+			return fmt.Errorf("cluster=%q: must be true or false", cl)
+		}
+	}
+	for k := range q {
+		if k != "cluster" && k != "master" {
+			return fmt.Errorf("unknown parameter %q (known: cluster, master)", k)
+		}
+	}
+	r.Source = "EXTAUTHZ_REDIS_URL"
+	return nil
+}
+
+// extSessionMgt is approuter's EXT_SESSION_MGT.
+type extSessionMgt struct {
+	InstanceName               *string  `json:"instanceName"`
+	StorageType                *string  `json:"storageType"`
+	SessionSecret              *string  `json:"sessionSecret"`
+	DefaultRetryTimeout        *float64 `json:"defaultRetryTimeout"`
+	BackOffMultiplier          *float64 `json:"backOffMultiplier"`
+	SkipCertHostnameValidation *bool    `json:"skipCertHostnameValidation"`
+	RejectUnauthorized         *bool    `json:"rejectUnauthorized"`
+}
+
+func (c *Config) loadApprouterEnv(getenv Getenv) Problems {
+	raw, ok := lookup(getenv, "EXT_SESSION_MGT")
+	if !ok {
+		return nil
+	}
+	const src = "EXT_SESSION_MGT"
+	probs := c.extSessionMgt(raw, getenv)
+	if len(probs) > 0 && c.Redis != nil && len(c.Redis.Addrs) == 0 {
+		c.Redis = nil // reported already; don't add "no Redis" on top
+	}
+	return probs
+}
+
+func (c *Config) extSessionMgt(raw string, getenv Getenv) Problems {
+	const src = "EXT_SESSION_MGT"
+	// Never echo the value: it holds the session secret.
+	var keys map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(raw), &keys); err != nil {
+		return Problems{fmt.Sprintf("%s: not valid JSON", src)}
+	}
+	known := []string{"instanceName", "storageType", "sessionSecret", "defaultRetryTimeout", "backOffMultiplier", "skipCertHostnameValidation", "rejectUnauthorized"}
+	var probs Problems
+	for k := range keys { // exact names: approuter's schema is case-sensitive
+		if !slices.Contains(known, k) {
+			probs = append(probs, fmt.Sprintf("%s: unknown field %q (known: %s)", src, k, strings.Join(known, ", ")))
+		}
+	}
+	if len(probs) > 0 {
+		sort.Strings(probs)
+		return probs
+	}
+	var e extSessionMgt
+	if err := json.Unmarshal([]byte(raw), &e); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return Problems{fmt.Sprintf("%s.%s: must be a %s, not a %s", src, te.Field, jsonKind(te.Type.Kind().String()), te.Value)}
+		}
+		return Problems{fmt.Sprintf("%s: not valid JSON", src)}
+	}
+	req := func(field string, v *string) string {
+		if v == nil || strings.TrimSpace(*v) == "" {
+			probs = append(probs, fmt.Sprintf("%s.%s: required", src, field))
+			return ""
+		}
+		return *v
+	}
+	name := req("instanceName", e.InstanceName)
+	if st := req("storageType", e.StorageType); st != "" && st != "redis" {
+		probs = append(probs, fmt.Sprintf("%s.storageType: %q is not supported (only redis)", src, st))
+	}
+	if secret := req("sessionSecret", e.SessionSecret); secret != "" {
+		c.SessionSecrets = []Secret{Secret(secret)}
+		c.origin["session-secrets"] = src + ".sessionSecret"
+	}
+	r := c.redisOrNew()
+	if e.DefaultRetryTimeout != nil {
+		if *e.DefaultRetryTimeout <= 0 {
+			probs = append(probs, fmt.Sprintf("%s.defaultRetryTimeout: must be a positive number of milliseconds", src))
+		}
+		r.RetryTimeout = time.Duration(*e.DefaultRetryTimeout * float64(time.Millisecond))
+	}
+	if e.BackOffMultiplier != nil {
+		if *e.BackOffMultiplier <= 0 {
+			probs = append(probs, fmt.Sprintf("%s.backOffMultiplier: must be a positive number", src))
+		}
+		r.BackOffMultiplier = time.Duration(*e.BackOffMultiplier * float64(time.Millisecond))
+	}
+	if e.SkipCertHostnameValidation != nil {
+		r.SkipCertHostnameValidation = *e.SkipCertHostnameValidation
+	}
+	if e.RejectUnauthorized != nil {
+		r.RejectUnauthorized = *e.RejectUnauthorized
+	}
+	if name == "" {
+		return probs
+	}
+	vcap, ok := lookup(getenv, "VCAP_SERVICES")
+	if !ok {
+		return append(probs, fmt.Sprintf("%s.instanceName: %q names a binding, but VCAP_SERVICES is not set", src, name))
+	}
+	bs, err := binding.ParseVCAP(vcap)
+	if err != nil {
+		return append(probs, fmt.Sprintf("VCAP_SERVICES: %v", err))
+	}
+	b, err := binding.ByName(bs, name)
+	if err != nil {
+		return append(probs, fmt.Sprintf("%s.instanceName: %v", src, err))
+	}
+	creds, err := binding.RedisCredentials(b)
+	if err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			probs = append(probs, fmt.Sprintf("VCAP_SERVICES %s: %s", name, line))
+		}
+		return probs
+	}
+	r.Addrs, r.Username, r.Password = creds.Addrs, creds.Username, Secret(creds.Password)
+	r.TLS, r.CA, r.Cluster, r.MasterName = creds.TLS, creds.CA, creds.Cluster, creds.MasterName
+	r.Source = "VCAP_SERVICES binding " + strconv.Quote(name)
+	return probs
+}
+
+func jsonKind(k string) string {
+	switch k {
+	case "float64":
+		return "number"
+	case "ptr", "string":
+		return "string"
+	case "bool":
+		return "boolean"
+	}
+	return k
+}
+
+// Validate checks the configuration as a whole and returns every problem,
+// each naming the source of the value. It changes nothing.
+func (c *Config) Validate() Problems {
+	var probs Problems
+	bad := func(name, format string, args ...any) {
+		probs = append(probs, c.origin[name]+": "+fmt.Sprintf(format, args...))
+	}
+	for i, s := range c.SessionSecrets {
+		if len(s) < 64 {
+			if len(c.SessionSecrets) == 1 {
+				bad("session-secrets", "must be at least 64 characters")
+			} else {
+				bad("session-secrets", "secret %d: must be at least 64 characters", i+1)
+			}
+		}
+	}
+	if c.Redis != nil && len(c.Redis.Addrs) > 0 && len(c.SessionSecrets) == 0 {
+		probs = append(probs, "session-secrets: a session secret is required with a shared store (EXT_SESSION_MGT.sessionSecret or EXTAUTHZ_SESSION_SECRETS): without one each replica makes its own and cookies break")
+	}
+	if c.Redis != nil && len(c.Redis.Addrs) == 0 {
+		probs = append(probs, "redis: TLS or retry settings given, but no Redis (EXT_SESSION_MGT.instanceName or EXTAUTHZ_REDIS_URL)")
+	}
+	if c.Redis != nil && (c.Redis.CertFile == "") != (c.Redis.KeyFile == "") {
+		probs = append(probs, "redis-cert-file, redis-key-file: give both or neither")
+	}
+	if c.Redis != nil && c.Redis.Cluster && c.Redis.MasterName != "" {
+		probs = append(probs, c.Redis.Source+": Cluster and Sentinel cannot be combined")
+	}
+	if c.SameSite == "None" && c.SecureCookie == "false" {
+		bad("cookies", "SameSite=None needs Secure cookies, but SECURE_SESSION_COOKIE is false")
+	}
+	if c.SessionTimeout <= 0 {
+		bad("session-timeout", "must be positive")
+	}
+	if c.SessionMaxLifetime < c.SessionTimeout {
+		bad("session-max-lifetime", "%v is shorter than the idle timeout %v", c.SessionMaxLifetime, c.SessionTimeout)
+	}
+	if c.StoreTimeout <= 0 || c.StoreTimeout > 10*time.Second {
+		bad("store-timeout", "%v: must be between 1ms and 10s", c.StoreTimeout)
+	}
+	if c.IDPTimeout <= 0 {
+		bad("idp-timeout", "must be positive")
+	}
+	if c.CallbackPath == c.LogoutPath {
+		bad("logout-path", "%q is also the login callback path", c.LogoutPath)
+	}
+	if c.OIDC.Issuer != "" {
+		if err := CheckIssuer(c.OIDC.Issuer); err != nil {
+			bad("oidc-issuer", "%v", err)
+		}
+		if c.OIDC.ClientID == "" {
+			probs = append(probs, "oidc-client-id: required with an issuer (EXTAUTHZ_OIDC_CLIENT_ID)")
+		}
+		if !slices.Contains(c.OIDC.Scopes, "openid") {
+			bad("oidc-scopes", "must include openid")
+		}
+	} else if c.OIDC.ClientID != "" {
+		bad("oidc-client-id", "set without an issuer (EXTAUTHZ_OIDC_ISSUER)")
+	}
+	if r := c.PostLogoutRedirect; !strings.HasPrefix(r, "/") || strings.HasPrefix(r, "//") {
+		if u, err := url.Parse(r); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			bad("post-logout-redirect", "%q: must be a path or an absolute http(s) URL", r)
+		}
+	}
+	return probs
+}
+
+// CheckIssuer accepts https issuers, and plain-http ones only on loopback
+// addresses (development and tests).
+func CheckIssuer(issuer string) error {
+	u, err := url.Parse(issuer)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("%q is not an absolute URL", issuer)
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		h := u.Hostname()
+		if ip := net.ParseIP(h); (ip != nil && ip.IsLoopback()) || h == "localhost" {
+			return nil
+		}
+		return fmt.Errorf("%q: plain http is accepted only on loopback addresses", issuer)
+	default:
+		return fmt.Errorf("%q: scheme must be https", issuer)
+	}
+}

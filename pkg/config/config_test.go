@@ -1,0 +1,220 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+var secret64 = strings.Repeat("s", 64)
+
+// approuter's documentation example, with a redis-cache binding as the broker writes it.
+const vcapDocs = `{"redis-cache":[{"name":"my-redis","instance_name":"my-redis","label":"redis-cache","tags":["cache"],
+ "credentials":{"hostname":"redis.example","port":3283,"password":"pw","tls":true,"cluster_mode":false,
+ "uri":"rediss://no-user-name-for-redis:pw@redis.example:3283"}}]}`
+
+func env(kv ...string) Getenv {
+	m := map[string]string{}
+	for i := 0; i < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return func(k string) string { return m[k] }
+}
+
+func mgtJSON(extra string) string {
+	return `{"instanceName":"my-redis","storageType":"redis","sessionSecret":"` + secret64 + `"` + extra + `}`
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Load(nil, env(), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.GRPCAddr != ":9001" || c.AdminAddr != ":9003" || c.CookieName != "JSESSIONID" ||
+		c.SessionTimeout != 15*time.Minute || c.JWTRefresh != 5*time.Minute || c.Redis != nil ||
+		c.SameSite != "Lax" || c.SecureCookie != "auto" || c.CallbackPath != "/login/callback" ||
+		c.LogoutPath != "/logout" || c.StoreTimeout != 250*time.Millisecond {
+		t.Fatalf("defaults: %+v", c)
+	}
+	if got := c.Origin("grpc-addr"); got != "default grpc-addr" {
+		t.Fatalf("origin = %q", got)
+	}
+}
+
+func TestApprouterEnvironment(t *testing.T) {
+	c, err := Load(nil, env(
+		"EXT_SESSION_MGT", mgtJSON(`,"defaultRetryTimeout":3000,"backOffMultiplier":20,"rejectUnauthorized":false,"skipCertHostnameValidation":true`),
+		"VCAP_SERVICES", vcapDocs,
+		"SESSION_TIMEOUT", "30", "SESSION_COOKIE_NAME", "MYSESSION", "JWT_REFRESH", "0",
+		"SECURE_SESSION_COOKIE", "true", "COOKIES", `{"SameSite":"None","Partitioned":true}`,
+	), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.Redis
+	if r == nil || r.Addrs[0] != "redis.example:3283" || string(r.Password) != "pw" || !r.TLS || r.Username != "" ||
+		r.RetryTimeout != 3*time.Second || r.BackOffMultiplier != 20*time.Millisecond ||
+		r.RejectUnauthorized || !r.SkipCertHostnameValidation {
+		t.Fatalf("redis: %+v", r)
+	}
+	if string(c.SessionSecrets[0]) != secret64 || c.Origin("session-secrets") != "EXT_SESSION_MGT.sessionSecret" {
+		t.Fatalf("secret from %q", c.Origin("session-secrets"))
+	}
+	if c.SessionTimeout != 30*time.Minute || c.CookieName != "MYSESSION" || c.JWTRefresh != 0 ||
+		c.SecureCookie != "true" || c.SameSite != "None" || !c.Partitioned {
+		t.Fatalf("approuter variables not applied: %+v", c)
+	}
+}
+
+func TestPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "extauthz.yaml")
+	os.WriteFile(file, []byte("grpc-addr: 127.0.0.1:1\nadmin-addr: 127.0.0.1:2\nsession-timeout: 20m\noidc-scopes: [openid, email]\n"), 0o600)
+	secretFile := filepath.Join(dir, "secrets")
+	os.WriteFile(secretFile, []byte(secret64+"\n"+strings.Repeat("o", 64)+"\n"), 0o600)
+	c, err := Load([]string{"--config", file, "--grpc-addr", "127.0.0.1:3"},
+		env("EXTAUTHZ_ADMIN_ADDR", "127.0.0.1:4", "EXTAUTHZ_SESSION_SECRETS_FILE", secretFile), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ got, want, origin, wantOrigin string }{
+		{c.GRPCAddr, "127.0.0.1:3", c.Origin("grpc-addr"), "--grpc-addr"},
+		{c.AdminAddr, "127.0.0.1:4", c.Origin("admin-addr"), "EXTAUTHZ_ADMIN_ADDR"},
+		{c.SessionTimeout.String(), "20m0s", c.Origin("session-timeout"), file + ": session-timeout"},
+		{strings.Join(c.OIDC.Scopes, " "), "openid email", c.Origin("oidc-scopes"), file + ": oidc-scopes"},
+		{fmt.Sprint(len(c.SessionSecrets)), "2", c.Origin("session-secrets"), "EXTAUTHZ_SESSION_SECRETS_FILE"},
+	} {
+		if tc.got != tc.want || tc.origin != tc.wantOrigin {
+			t.Errorf("got %q from %q, want %q from %q", tc.got, tc.origin, tc.want, tc.wantOrigin)
+		}
+	}
+}
+
+func TestRedisURL(t *testing.T) {
+	for _, tc := range []struct {
+		url  string
+		want Redis
+	}{
+		{"redis://127.0.0.1:6379", Redis{Addrs: []string{"127.0.0.1:6379"}}},
+		{"rediss://u:p@r.example/2", Redis{Addrs: []string{"r.example:6379"}, Username: "u", Password: "p", TLS: true, DB: 2}},
+		{"redis://a:1,b:2?cluster=true", Redis{Addrs: []string{"a:1", "b:2"}, Cluster: true}},
+		{"redis://:pw@s1:26379,s2:26379?master=mymaster", Redis{Addrs: []string{"s1:26379", "s2:26379"}, Password: "pw", MasterName: "mymaster"}},
+	} {
+		c, err := Load(nil, env("EXTAUTHZ_REDIS_URL", tc.url, "EXTAUTHZ_SESSION_SECRETS", secret64), &bytes.Buffer{})
+		if err != nil {
+			t.Errorf("%s: %v", tc.url, err)
+			continue
+		}
+		r := *c.Redis
+		got := Redis{Addrs: r.Addrs, Username: r.Username, Password: r.Password, TLS: r.TLS, DB: r.DB, Cluster: r.Cluster, MasterName: r.MasterName}
+		if fmt.Sprintf("%#v", got) != fmt.Sprintf("%#v", tc.want) {
+			t.Errorf("%s:\n got %#v\nwant %#v", tc.url, got, tc.want)
+		}
+	}
+}
+
+func TestInvalid(t *testing.T) {
+	dir := t.TempDir()
+	badYAML := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(badYAML, []byte("grpc-adr: :1\nsession-timeout: soon\n"), 0o600)
+	tests := []struct {
+		name string
+		args []string
+		env  Getenv
+		want []string
+	}{
+		{"flag value", []string{"--grpc-addr", "nonsense"}, env(),
+			[]string{`--grpc-addr: "nonsense" is not host:port`}},
+		{"every problem at once", nil, env("SESSION_TIMEOUT", "abc", "SECURE_SESSION_COOKIE", "maybe", "EXTAUTHZ_STORE_TIMEOUT", "5"),
+			[]string{`SESSION_TIMEOUT: "abc" is neither minutes nor a duration such as 30m`,
+				`SECURE_SESSION_COOKIE: "maybe" is not one of auto, true, false`,
+				`EXTAUTHZ_STORE_TIMEOUT: "5" is not a duration such as 250ms or 15s`}},
+		{"yaml file", []string{"--config", badYAML}, env(),
+			[]string{badYAML + ": grpc-adr: unknown setting",
+				badYAML + `: session-timeout: "soon" is neither minutes nor a duration such as 30m`}},
+		{"missing file", []string{"--config", filepath.Join(dir, "none.yaml")}, env(),
+			[]string{"--config: open " + filepath.Join(dir, "none.yaml") + ": no such file or directory"}},
+		{"EXT_SESSION_MGT short secret", nil, env("EXT_SESSION_MGT", `{"instanceName":"my-redis","storageType":"redis","sessionSecret":"short"}`, "VCAP_SERVICES", vcapDocs),
+			[]string{"EXT_SESSION_MGT.sessionSecret: must be at least 64 characters"}},
+		{"EXT_SESSION_MGT unknown key", nil, env("EXT_SESSION_MGT", `{"instanceName":"x","storagetype":"redis"}`),
+			[]string{`EXT_SESSION_MGT: unknown field "storagetype" (known: instanceName, storageType, sessionSecret, defaultRetryTimeout, backOffMultiplier, skipCertHostnameValidation, rejectUnauthorized)`}},
+		{"EXT_SESSION_MGT required fields", nil, env("EXT_SESSION_MGT", `{}`),
+			[]string{"EXT_SESSION_MGT.instanceName: required", "EXT_SESSION_MGT.storageType: required", "EXT_SESSION_MGT.sessionSecret: required"}},
+		{"EXT_SESSION_MGT wrong type", nil, env("EXT_SESSION_MGT", `{"instanceName":"x","storageType":"redis","sessionSecret":"`+secret64+`","backOffMultiplier":"50"}`),
+			[]string{"EXT_SESSION_MGT.backOffMultiplier: must be a number, not a string"}},
+		{"EXT_SESSION_MGT storage type", nil, env("EXT_SESSION_MGT", mgtJSON("")[:len(mgtJSON(""))-1]+`,"storageType":"memcached"}`, "VCAP_SERVICES", vcapDocs),
+			[]string{`EXT_SESSION_MGT.storageType: "memcached" is not supported (only redis)`}},
+		{"EXT_SESSION_MGT not JSON", nil, env("EXT_SESSION_MGT", `{instanceName: x}`),
+			[]string{"EXT_SESSION_MGT: not valid JSON"}},
+		{"instance not bound", nil, env("EXT_SESSION_MGT", mgtJSON(""), "VCAP_SERVICES", `{"redis-cache":[{"name":"other","credentials":{"hostname":"h"}}]}`),
+			[]string{`EXT_SESSION_MGT.instanceName: no such service binding named "my-redis" (bound: other)`}},
+		{"no VCAP_SERVICES", nil, env("EXT_SESSION_MGT", mgtJSON("")),
+			[]string{`EXT_SESSION_MGT.instanceName: "my-redis" names a binding, but VCAP_SERVICES is not set`}},
+		{"bad binding credentials", nil, env("EXT_SESSION_MGT", mgtJSON(""), "VCAP_SERVICES", `{"redis-cache":[{"name":"my-redis","credentials":{"hostname":"h","port":"x","tls":"perhaps"}}]}`),
+			[]string{`VCAP_SERVICES my-redis: credentials.port: "x" is not a port`, `VCAP_SERVICES my-redis: credentials.tls: "perhaps" is not true or false`}},
+		{"redis without secret", nil, env("EXTAUTHZ_REDIS_URL", "redis://127.0.0.1:6379"),
+			[]string{"session-secrets: a session secret is required with a shared store (EXT_SESSION_MGT.sessionSecret or EXTAUTHZ_SESSION_SECRETS): without one each replica makes its own and cookies break"}},
+		{"redis url scheme", nil, env("EXTAUTHZ_REDIS_URL", "http://h", "EXTAUTHZ_SESSION_SECRETS", secret64),
+			[]string{`EXTAUTHZ_REDIS_URL: scheme "http": must be redis or rediss`}},
+		{"second secret short", nil, env("EXTAUTHZ_SESSION_SECRETS", secret64+",short"),
+			[]string{"EXTAUTHZ_SESSION_SECRETS: secret 2: must be at least 64 characters"}},
+		{"SameSite None without Secure", nil, env("COOKIES", `{"SameSite":"None"}`, "SECURE_SESSION_COOKIE", "false"),
+			[]string{"COOKIES: SameSite=None needs Secure cookies, but SECURE_SESSION_COOKIE is false"}},
+		{"COOKIES unknown field", nil, env("COOKIES", `{"Domain":"x"}`),
+			[]string{`COOKIES: must be JSON such as {"SameSite":"None","Partitioned":true}: json: unknown field "Domain"`}},
+		{"cookie name", nil, env("SESSION_COOKIE_NAME", "a b"), []string{`SESSION_COOKIE_NAME: "a b" is not a valid cookie name`}},
+		{"plain http issuer", nil, env("EXTAUTHZ_OIDC_ISSUER", "http://idp.example", "EXTAUTHZ_OIDC_CLIENT_ID", "c"),
+			[]string{`EXTAUTHZ_OIDC_ISSUER: "http://idp.example": plain http is accepted only on loopback addresses`}},
+		{"issuer without client", []string{"--oidc-issuer", "https://idp.example"}, env(),
+			[]string{"oidc-client-id: required with an issuer (EXTAUTHZ_OIDC_CLIENT_ID)"}},
+		{"paths", nil, env("EXTAUTHZ_LOGIN_CALLBACK_PATH", "login"),
+			[]string{`EXTAUTHZ_LOGIN_CALLBACK_PATH: "login" must be an absolute path such as /logout`}},
+		{"same paths", nil, env("EXTAUTHZ_LOGOUT_PATH", "/login/callback"),
+			[]string{`EXTAUTHZ_LOGOUT_PATH: "/login/callback" is also the login callback path`}},
+		{"unexpected argument", []string{"serve"}, env(), []string{`arguments: unexpected ["serve"] (settings are flags: --name=value)`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Load(tt.args, tt.env, &bytes.Buffer{})
+			var p Problems
+			if !errors.As(err, &p) {
+				t.Fatalf("err = %v, want Problems", err)
+			}
+			if strings.Join(p, "\n") != strings.Join(tt.want, "\n") {
+				t.Fatalf("problems:\n%s\nwant:\n%s", strings.Join(p, "\n"), strings.Join(tt.want, "\n"))
+			}
+		})
+	}
+}
+
+func TestErrorsNeverShowSecrets(t *testing.T) {
+	_, err := Load(nil, env("EXTAUTHZ_REDIS_URL", "redis://user:hunter2-password@%zz", "EXT_SESSION_MGT", `{"sessionSecret":"hunter2-password",`), &bytes.Buffer{})
+	if err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("err = %v", err)
+	}
+	if s := fmt.Sprintf("%v %+v %#v %s", Secret("hunter2"), Secret("hunter2"), Secret("hunter2"), Secret("hunter2")); strings.Contains(s, "hunter2") {
+		t.Fatalf("Secret printed: %s", s)
+	}
+}
+
+func TestHelpListsEverySetting(t *testing.T) {
+	var out bytes.Buffer
+	if _, err := Load([]string{"--help"}, env(), &out); !errors.Is(err, ErrHelp) {
+		t.Fatalf("err = %v, want ErrHelp", err)
+	}
+	for _, s := range settings {
+		for _, want := range []string{"--" + s.name, "env " + s.env} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("--help lacks %q", want)
+			}
+		}
+	}
+	if !strings.Contains(out.String(), `default ":9001"`) || !strings.Contains(out.String(), "EXT_SESSION_MGT") {
+		t.Errorf("--help lacks defaults or approuter variables:\n%s", out.String())
+	}
+}

@@ -1,0 +1,215 @@
+package session_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/extauthz/extauthz/pkg/session"
+	"github.com/extauthz/extauthz/proto/sessionpb"
+)
+
+var (
+	secretA = []byte(strings.Repeat("a", 64))
+	secretB = []byte(strings.Repeat("b", 64))
+)
+
+func mustKeys(t testing.TB, secrets ...[]byte) *session.Keys {
+	t.Helper()
+	k, err := session.NewKeys(secrets...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func TestNewKeysRejectsShortSecrets(t *testing.T) {
+	if _, err := session.NewKeys(); err == nil {
+		t.Fatal("NewKeys() with no secret: want an error")
+	}
+	_, err := session.NewKeys(secretA, []byte("short"))
+	if err == nil || err.Error() != "session secret 2: must be at least 64 characters" {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestCookieRoundTripAndRotation(t *testing.T) {
+	old := mustKeys(t, secretA)
+	rotated := mustKeys(t, secretB, secretA)
+	tok := session.NewToken()
+	c := old.EncodeCookie(tok)
+	if len(c) != session.CookieValueLen {
+		t.Fatalf("cookie length %d, want %d", len(c), session.CookieValueLen)
+	}
+	got, err := rotated.DecodeCookie(c)
+	if err != nil || got != tok {
+		t.Fatalf("a cookie signed with the old secret must still verify after rotation: %v", err)
+	}
+	if _, err := mustKeys(t, secretB).DecodeCookie(c); !errors.Is(err, session.ErrInvalidCookie) {
+		t.Fatalf("a cookie signed with a removed secret: err = %v, want ErrInvalidCookie", err)
+	}
+}
+
+func TestDecodeCookieRejectsForgeries(t *testing.T) {
+	k := mustKeys(t, secretA)
+	good := k.EncodeCookie(session.NewToken())
+	flipped := []byte(good)
+	flipped[10] ^= 1
+	for name, v := range map[string]string{
+		"empty":       "",
+		"short":       good[:20],
+		"long":        good + "A",
+		"not base64":  strings.Repeat("!", session.CookieValueLen),
+		"flipped bit": string(flipped),
+		"zero tag":    good[:43] + strings.Repeat("A", session.CookieValueLen-43),
+	} {
+		if _, err := k.DecodeCookie(v); !errors.Is(err, session.ErrInvalidCookie) {
+			t.Errorf("%s: err = %v, want ErrInvalidCookie", name, err)
+		}
+	}
+}
+
+func FuzzDecodeCookie(f *testing.F) {
+	k := mustKeys(f, secretA)
+	f.Add(k.EncodeCookie(session.NewToken()))
+	f.Add("")
+	f.Add(strings.Repeat("A", session.CookieValueLen))
+	f.Fuzz(func(t *testing.T, v string) {
+		tok, err := k.DecodeCookie(v)
+		if err == nil && k.EncodeCookie(tok) != v {
+			t.Fatalf("accepted %q, which is not the cookie of its token", v)
+		}
+	})
+}
+
+func TestSealOpen(t *testing.T) {
+	k := mustKeys(t, secretA)
+	tok := session.NewToken()
+	ad := []byte("extauthz:s:{x}")
+	sealed, err := k.Seal(&tok, ad, []byte("record"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(sealed, []byte("record")) {
+		t.Fatal("sealed value contains the plaintext")
+	}
+	if pt, err := k.Open(&tok, ad, sealed); err != nil || string(pt) != "record" {
+		t.Fatalf("Open = %q, %v", pt, err)
+	}
+	other := session.NewToken()
+	if _, err := k.Open(&other, ad, sealed); err == nil {
+		t.Fatal("opened with another token")
+	}
+	if _, err := k.Open(&tok, []byte("extauthz:s:{y}"), sealed); err == nil {
+		t.Fatal("opened under another key name (associated data)")
+	}
+	if _, err := mustKeys(t, secretB, secretA).Open(&tok, ad, sealed); err != nil {
+		t.Fatalf("after rotation the old secret must still open: %v", err)
+	}
+	if _, err := k.Open(&tok, ad, sealed[:10]); err == nil {
+		t.Fatal("opened a truncated value")
+	}
+}
+
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time { return c.t }
+
+func newManager(t *testing.T, store session.Store, c *clock) *session.Manager {
+	return session.NewManager(store, mustKeys(t, secretA), session.Options{
+		IdleTimeout: 15 * time.Minute, MaxLifetime: time.Hour, Now: c.now,
+	})
+}
+
+func TestManagerLifecycle(t *testing.T) {
+	ctx := context.Background()
+	c := &clock{t: time.Now()}
+	store := session.NewMemoryStore(nil)
+	m := newManager(t, store, c)
+	rec := &sessionpb.Session{Subject: "alice", AccessToken: "at-secret"}
+	s, cookie, err := m.Create(ctx, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(s.Key(), cookie) {
+		t.Fatal("store key contains the cookie value")
+	}
+	got, err := m.Load(ctx, cookie)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(got.Record, rec) {
+		t.Fatalf("loaded %v, want %v", got.Record, rec)
+	}
+
+	// A tampered record in the store does not open: no session, not an error.
+	raw, _ := store.Get(ctx, s.Key(), 0)
+	raw[len(raw)-1] ^= 1
+	_ = store.Set(ctx, s.Key(), raw, time.Minute)
+	if _, err := m.Load(ctx, cookie); !errors.Is(err, session.ErrNoSession) {
+		t.Fatalf("tampered record: err = %v, want ErrNoSession", err)
+	}
+
+	// Absolute lifetime.
+	s2, cookie2, _ := m.Create(ctx, &sessionpb.Session{Subject: "bob"})
+	c.t = c.t.Add(61 * time.Minute)
+	if _, err := m.Load(ctx, cookie2); !errors.Is(err, session.ErrExpired) {
+		t.Fatalf("after the max lifetime: err = %v, want ErrExpired", err)
+	}
+	if err := m.Delete(ctx, s2); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestManagerLoadStoreErrorIsNotNoSession(t *testing.T) {
+	c := &clock{t: time.Now()}
+	m := newManager(t, session.NewMemoryStore(nil), c)
+	_, cookie, _ := m.Create(context.Background(), &sessionpb.Session{})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := m.Load(ctx, cookie)
+	if err == nil || errors.Is(err, session.ErrNoSession) {
+		t.Fatalf("a failing store must not look like a missing session: err = %v", err)
+	}
+}
+
+func TestLoginStateTakenOnce(t *testing.T) {
+	ctx := context.Background()
+	m := newManager(t, session.NewMemoryStore(nil), &clock{t: time.Now()})
+	state, err := m.PutLogin(ctx, &sessionpb.LoginState{Nonce: "n", ReturnPath: "/x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls, err := m.TakeLogin(ctx, state)
+	if err != nil || ls.GetNonce() != "n" || ls.GetReturnPath() != "/x" {
+		t.Fatalf("TakeLogin = %v, %v", ls, err)
+	}
+	if _, err := m.TakeLogin(ctx, state); !errors.Is(err, session.ErrNoSession) {
+		t.Fatalf("replayed state: err = %v, want ErrNoSession", err)
+	}
+	if _, err := m.TakeLogin(ctx, "forged"); !errors.Is(err, session.ErrNoSession) {
+		t.Fatalf("forged state: err = %v, want ErrNoSession", err)
+	}
+}
+
+func TestTryLock(t *testing.T) {
+	ctx := context.Background()
+	m := newManager(t, session.NewMemoryStore(nil), &clock{t: time.Now()})
+	s, _, _ := m.Create(ctx, &sessionpb.Session{})
+	release, ok, err := m.TryLock(ctx, s, time.Minute)
+	if err != nil || !ok {
+		t.Fatalf("first TryLock = %v, %v", ok, err)
+	}
+	if _, ok, _ := m.TryLock(ctx, s, time.Minute); ok {
+		t.Fatal("second TryLock got a held lock")
+	}
+	release(ctx)
+	if _, ok, _ := m.TryLock(ctx, s, time.Minute); !ok {
+		t.Fatal("TryLock after release failed")
+	}
+}
