@@ -118,7 +118,9 @@ var settings = []setting{
 	{"session-secrets", "EXTAUTHZ_SESSION_SECRETS", "", "session secrets, comma-separated, at least 64 characters each; the first signs and seals, all are accepted (rotation). Overrides EXT_SESSION_MGT.sessionSecret; the _FILE form takes one per line", true,
 		func(c *Config, v string) error { return secrets(&c.SessionSecrets, v) }},
 	{"secure-session-cookie", "SECURE_SESSION_COOKIE", "auto", "Secure cookie attribute: true, false, or auto (from the request scheme / x-forwarded-proto) (approuter)", false,
-		func(c *Config, v string) error { return oneOf(&c.SecureCookie, strings.ToLower(v), "auto", "true", "false") }},
+		func(c *Config, v string) error {
+			return oneOf(&c.SecureCookie, strings.ToLower(v), "auto", "true", "false")
+		}},
 	{"cookies", "COOKIES", "", `cookie attributes as JSON, e.g. {"SameSite":"None","Partitioned":true} (approuter)`, false,
 		func(c *Config, v string) error { return c.cookies(v) }},
 	{"session-key-prefix", "EXTAUTHZ_SESSION_KEY_PREFIX", "extauthz", "prefix of every key in Redis", false,
