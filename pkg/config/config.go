@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/extauthz/extauthz/pkg/binding"
+	"github.com/extauthz/extauthz/pkg/idp"
 )
 
 // Config is everything extauthz needs to run.
@@ -736,7 +737,7 @@ func (c *Config) Validate() Problems {
 		bad("logout-path", "%q is also the login callback path", c.LogoutPath)
 	}
 	if c.OIDC.Issuer != "" {
-		if err := CheckIssuer(c.OIDC.Issuer); err != nil {
+		if err := idp.CheckIssuer(c.OIDC.Issuer); err != nil {
 			bad("oidc-issuer", "%v", err)
 		}
 		if c.OIDC.ClientID == "" {
@@ -754,25 +755,4 @@ func (c *Config) Validate() Problems {
 		}
 	}
 	return probs
-}
-
-// CheckIssuer accepts https issuers, and plain-http ones only on loopback
-// addresses (development and tests).
-func CheckIssuer(issuer string) error {
-	u, err := url.Parse(issuer)
-	if err != nil || u.Host == "" {
-		return fmt.Errorf("%q is not an absolute URL", issuer)
-	}
-	switch u.Scheme {
-	case "https":
-		return nil
-	case "http":
-		h := u.Hostname()
-		if ip := net.ParseIP(h); (ip != nil && ip.IsLoopback()) || h == "localhost" {
-			return nil
-		}
-		return fmt.Errorf("%q: plain http is accepted only on loopback addresses", issuer)
-	default:
-		return fmt.Errorf("%q: scheme must be https", issuer)
-	}
 }

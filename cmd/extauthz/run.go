@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/extauthz/extauthz/pkg/authz"
+	"github.com/extauthz/extauthz/pkg/config"
+	"github.com/extauthz/extauthz/pkg/envoy"
+	"github.com/extauthz/extauthz/pkg/idp"
+	"github.com/extauthz/extauthz/pkg/server"
+	"github.com/extauthz/extauthz/pkg/session"
+	"github.com/extauthz/extauthz/pkg/session/redisstore"
+)
+
+// version is set at build time (-ldflags "-X main.version=…").
+var version = "dev"
+
+// run is the whole program: configuration in, servers up until ctx ends.
+func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Writer) error {
+	cfg, err := config.Load(args, getenv, stderr)
+	switch {
+	case errors.Is(err, config.ErrHelp):
+		return nil
+	case errors.Is(err, config.ErrVersion):
+		fmt.Fprintln(stderr, "extauthz", version)
+		return nil
+	case err != nil:
+		return err
+	}
+	log := newLogger(cfg, stderr)
+	metrics := server.NewMetrics()
+
+	store, closeStore, err := newStore(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	store = metrics.InstrumentStore(store)
+
+	secrets := make([][]byte, 0, len(cfg.SessionSecrets))
+	for _, s := range cfg.SessionSecrets {
+		secrets = append(secrets, []byte(s))
+	}
+	if len(secrets) == 0 {
+		log.Warn("no session secret configured: using a random one; sessions do not survive a restart")
+		secrets = append(secrets, []byte(session.RandomString(48)))
+	}
+	keys, err := session.NewKeys(secrets...)
+	if err != nil {
+		return err
+	}
+	sessions := session.NewManager(store, keys, session.Options{
+		Prefix: cfg.KeyPrefix, IdleTimeout: cfg.SessionTimeout, MaxLifetime: cfg.SessionMaxLifetime,
+	})
+
+	var provider authz.Provider
+	if cfg.OIDC.Issuer != "" {
+		p, err := idp.New(idp.Config{
+			Issuer: cfg.OIDC.Issuer, ClientID: cfg.OIDC.ClientID, ClientSecret: string(cfg.OIDC.ClientSecret),
+			Scopes: cfg.OIDC.Scopes, Timeout: cfg.IDPTimeout,
+		})
+		if err != nil {
+			return fmt.Errorf("identity provider: %w", err)
+		}
+		provider = p
+		log.Info("identity provider", "issuer", cfg.OIDC.Issuer, "client_id", cfg.OIDC.ClientID)
+	} else {
+		log.Warn("no identity provider configured (EXTAUTHZ_OIDC_ISSUER): requests without a session get 401")
+	}
+
+	engine := authz.New(sessions, provider, authz.Options{
+		CookieName: cfg.CookieName, SecureCookie: cfg.SecureCookie, SameSite: cfg.SameSite, Partitioned: cfg.Partitioned,
+		CallbackPath: cfg.CallbackPath, LogoutPath: cfg.LogoutPath, PostLogoutRedirect: cfg.PostLogoutRedirect,
+		RefreshAhead: cfg.JWTRefresh, RefreshLockTTL: cfg.IDPTimeout + 5*time.Second,
+	}, log)
+
+	var lc net.ListenConfig
+	grpcLis, err := lc.Listen(ctx, "tcp", cfg.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("grpc listener: %w", err)
+	}
+	adminLis, err := lc.Listen(ctx, "tcp", cfg.AdminAddr)
+	if err != nil {
+		grpcLis.Close()
+		return fmt.Errorf("admin listener: %w", err)
+	}
+	return server.Run(ctx, server.Options{
+		GRPC: grpcLis, Admin: adminLis,
+		Authorization:   envoy.NewService(engine, metrics, log),
+		Ready:           store.Ping,
+		Metrics:         metrics,
+		ShutdownTimeout: cfg.ShutdownTimeout,
+		Log:             log,
+	})
+}
+
+func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if cfg.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// newStore returns the Redis store, or the memory store when none is
+// configured.
+func newStore(cfg *config.Config, log *slog.Logger) (session.Store, func(), error) {
+	r := cfg.Redis
+	if r == nil {
+		log.Warn("NO SESSION STORE CONFIGURED: sessions are kept in memory and are lost on restart, and replicas do not share them. Set EXT_SESSION_MGT with a redis-cache binding, or EXTAUTHZ_REDIS_URL.")
+		return session.NewMemoryStore(nil), func() {}, nil
+	}
+	opt := redisstore.Options{
+		Addrs: r.Addrs, Username: r.Username, Password: string(r.Password), DB: r.DB,
+		Cluster: r.Cluster, MasterName: r.MasterName, Timeout: cfg.StoreTimeout,
+		BackOffMultiplier: r.BackOffMultiplier, RetryCap: r.RetryTimeout,
+	}
+	if r.MasterName != "" {
+		opt.SentinelUsername, opt.SentinelPassword = r.Username, string(r.Password)
+	}
+	if r.TLS {
+		tc, err := redisstore.TLSConfig(redisstore.TLSOptions{
+			CA: r.CA, CertFile: r.CertFile, KeyFile: r.KeyFile,
+			RejectUnauthorized: r.RejectUnauthorized, SkipCertHostnameValidation: r.SkipCertHostnameValidation,
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		opt.TLS = tc
+	}
+	s, err := redisstore.New(opt)
+	if err != nil {
+		return nil, nil, err
+	}
+	mode := "standalone"
+	switch {
+	case r.Cluster:
+		mode = "cluster"
+	case r.MasterName != "":
+		mode = "sentinel"
+	}
+	log.Info("session store: redis", "source", r.Source, "addrs", strings.Join(r.Addrs, ","), "mode", mode, "tls", r.TLS)
+	return s, func() { s.Close() }, nil
+}

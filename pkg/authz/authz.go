@@ -1,0 +1,231 @@
+// Package authz is the decision engine: a request comes in, a decision goes
+// out. It knows sessions and the identity provider, and nothing of gRPC or
+// HTTP; pkg/envoy turns its decisions into Envoy's responses.
+package authz
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/extauthz/extauthz/pkg/idp"
+	"github.com/extauthz/extauthz/pkg/session"
+)
+
+// Request is what the engine needs to know about one HTTP request.
+type Request struct {
+	Method string
+	// Scheme of the request as the proxy received it ("http" or "https").
+	Scheme string
+	// Host is the :authority / Host header.
+	Host string
+	// Path is the request target: path and query, as sent.
+	Path string
+	// Headers with lower-case names; repeated headers joined as the proxy does.
+	Headers map[string]string
+}
+
+// Header is one HTTP header.
+type Header struct{ Name, Value string }
+
+// Decision says what to do with a request.
+type Decision struct {
+	// Allow: forward upstream. Otherwise answer the client with Status.
+	Allow  bool
+	Status int
+	// Reason is a short, fixed label for metrics and logs ("session",
+	// "login_redirect", "store_unavailable", ...).
+	Reason string
+	// Upstream headers to set and to remove (Allow only).
+	Upstream []Header
+	Remove   []string
+	// Response headers: added to the upstream's response on Allow, or sent
+	// with the denied response. set-cookie may appear more than once.
+	Response []Header
+	// Body of a denied response.
+	Body string
+	// Tenant the request was resolved to ("" in single-tenant mode).
+	Tenant string
+}
+
+// Provider is the identity provider the engine logs users in with.
+type Provider interface {
+	AuthCodeURL(ctx context.Context, state, nonce, verifier, redirectURI string) (string, error)
+	Exchange(ctx context.Context, code, verifier, redirectURI, nonce string) (*idp.Tokens, error)
+	Refresh(ctx context.Context, refreshToken, subject string) (*idp.Tokens, error)
+	LogoutURL(ctx context.Context, idTokenHint, postLogoutRedirect string) (string, error)
+}
+
+// Options configure the engine.
+type Options struct {
+	CookieName string
+	// SecureCookie: "true", "false" or "auto" (Secure when the request came
+	// over https, per x-forwarded-proto or the proxy's scheme).
+	SecureCookie string
+	SameSite     string // Lax, Strict or None
+	Partitioned  bool
+
+	CallbackPath       string
+	LogoutPath         string
+	PostLogoutRedirect string // a path on the request's host, or an absolute URL
+
+	// RefreshAhead: refresh the access token this long before it expires
+	// (approuter's JWT_REFRESH); 0 turns refresh ahead off (an expired token
+	// is still refreshed).
+	RefreshAhead time.Duration
+	// RefreshLockTTL bounds how long one refresh may hold the session's lock
+	// (default 10s); keep it above the IdP timeout.
+	RefreshLockTTL time.Duration
+	// RefreshWait bounds how long a request with an expired token waits for
+	// another request's refresh (default 3s).
+	RefreshWait time.Duration
+	// LoginTTL is the lifetime of the state cookie (default 180s, as the
+	// login state in the store).
+	LoginTTL time.Duration
+
+	Now func() time.Time
+}
+
+// Engine decides. It is safe for concurrent use.
+type Engine struct {
+	sessions *session.Manager
+	provider Provider // nil: no login configured
+	opt      Options
+	log      *slog.Logger
+}
+
+// New returns an engine. provider may be nil: requests without a session
+// are then refused (401) since nobody can log in.
+func New(sessions *session.Manager, provider Provider, opt Options, log *slog.Logger) *Engine {
+	if opt.CookieName == "" {
+		opt.CookieName = "JSESSIONID"
+	}
+	if opt.SecureCookie == "" {
+		opt.SecureCookie = "auto"
+	}
+	if opt.SameSite == "" {
+		opt.SameSite = "Lax"
+	}
+	if opt.CallbackPath == "" {
+		opt.CallbackPath = "/login/callback"
+	}
+	if opt.LogoutPath == "" {
+		opt.LogoutPath = "/logout"
+	}
+	if opt.PostLogoutRedirect == "" {
+		opt.PostLogoutRedirect = "/"
+	}
+	if opt.RefreshLockTTL <= 0 {
+		opt.RefreshLockTTL = 10 * time.Second
+	}
+	if opt.RefreshWait <= 0 {
+		opt.RefreshWait = 3 * time.Second
+	}
+	if opt.LoginTTL <= 0 {
+		opt.LoginTTL = 180 * time.Second
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	return &Engine{sessions: sessions, provider: provider, opt: opt, log: log}
+}
+
+// Check decides about one request.
+func (e *Engine) Check(ctx context.Context, r *Request) *Decision {
+	path, query, _ := strings.Cut(r.Path, "?")
+	switch path {
+	case e.opt.CallbackPath:
+		return e.callback(ctx, r, query)
+	case e.opt.LogoutPath:
+		return e.logout(ctx, r)
+	}
+	cookie := cookieValue(r.Headers["cookie"], e.opt.CookieName)
+	if cookie == "" {
+		return e.unauthenticated(ctx, r, "no_session")
+	}
+	s, err := e.sessions.Load(ctx, cookie)
+	if errors.Is(err, session.ErrNoSession) {
+		e.log.DebugContext(ctx, "session cookie does not open a session", "reason", err)
+		return e.unauthenticated(ctx, r, "invalid_session")
+	}
+	if err != nil {
+		return e.storeError(ctx, err)
+	}
+	s, d := e.refreshIfDue(ctx, r, s)
+	if d != nil {
+		return d
+	}
+	return e.allow(r, s)
+}
+
+// allow forwards the request with the access token and without the session
+// cookie.
+func (e *Engine) allow(r *Request, s *session.Session) *Decision {
+	d := &Decision{
+		Allow: true, Status: http.StatusOK, Reason: "session", Tenant: s.Record.GetTenant(),
+		Upstream: []Header{{"authorization", "Bearer " + s.Record.GetAccessToken()}},
+	}
+	if rest := withoutCookie(r.Headers["cookie"], e.opt.CookieName); rest != "" {
+		d.Upstream = append(d.Upstream, Header{"cookie", rest})
+	} else {
+		d.Remove = []string{"cookie"}
+	}
+	return d
+}
+
+// unauthenticated answers a request without a usable session: a browser
+// navigation goes to the login, anything else gets 401.
+func (e *Engine) unauthenticated(ctx context.Context, r *Request, reason string) *Decision {
+	if !isNavigation(r) {
+		return deny(http.StatusUnauthorized, reason, "Unauthorized: no valid session. Log in again.\n")
+	}
+	if e.provider == nil {
+		return deny(http.StatusUnauthorized, reason, "Unauthorized: no valid session, and no identity provider is configured to log in with.\n")
+	}
+	return e.startLogin(ctx, r)
+}
+
+// isNavigation says whether a browser is navigating to a page (as opposed
+// to a script's request): approuter's rule (GET or HEAD, not
+// X-Requested-With: XMLHttpRequest), plus the browser's own Sec-Fetch-Mode,
+// which fetch() calls set and X-Requested-With-less SPAs rely on.
+func isNavigation(r *Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	if strings.EqualFold(r.Headers["x-requested-with"], "XMLHttpRequest") {
+		return false
+	}
+	if m := r.Headers["sec-fetch-mode"]; m != "" && m != "navigate" {
+		return false
+	}
+	return true
+}
+
+func (e *Engine) storeError(ctx context.Context, err error) *Decision {
+	e.log.WarnContext(ctx, "session store unavailable", "error", err)
+	d := deny(http.StatusServiceUnavailable, "store_unavailable", "Service unavailable: the session store cannot be reached. Try again shortly.\n")
+	d.Response = append(d.Response, Header{"retry-after", "1"})
+	return d
+}
+
+func deny(status int, reason, body string) *Decision {
+	return &Decision{
+		Status: status, Reason: reason, Body: body,
+		Response: []Header{{"content-type", "text/plain; charset=utf-8"}, {"cache-control", "no-store"}},
+	}
+}
+
+func redirect(reason, location string, cookies ...string) *Decision {
+	d := &Decision{
+		Status: http.StatusFound, Reason: reason,
+		Response: []Header{{"location", location}, {"cache-control", "no-store"}},
+	}
+	for _, c := range cookies {
+		d.Response = append(d.Response, Header{"set-cookie", c})
+	}
+	return d
+}

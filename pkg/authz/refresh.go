@@ -1,0 +1,132 @@
+package authz
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/extauthz/extauthz/pkg/idp"
+	"github.com/extauthz/extauthz/pkg/session"
+)
+
+// refreshIfDue refreshes the access token when it expires within
+// RefreshAhead. One request per session refreshes, under the session's lock
+// in the store, whatever the number of replicas; the others keep using the
+// still-valid token, or wait for the refresh when the token has expired.
+func (e *Engine) refreshIfDue(ctx context.Context, r *Request, s *session.Session) (*session.Session, *Decision) {
+	exp := s.Record.GetAccessTokenExpiry()
+	if exp == 0 {
+		return s, nil
+	}
+	now := e.opt.Now()
+	expiry := time.Unix(exp, 0)
+	if now.Before(expiry.Add(-e.opt.RefreshAhead)) {
+		return s, nil // the path of almost every request
+	}
+	valid := now.Before(expiry)
+	if s.Record.GetRefreshToken() == "" || e.provider == nil {
+		if valid {
+			return s, nil
+		}
+		return nil, e.unauthenticated(ctx, r, "token_expired")
+	}
+	release, locked, err := e.sessions.TryLock(ctx, s, e.opt.RefreshLockTTL)
+	if err != nil {
+		if valid {
+			return s, nil
+		}
+		return nil, e.storeError(ctx, err)
+	}
+	if !locked {
+		if valid {
+			return s, nil // another request is refreshing
+		}
+		return e.waitForRefresh(ctx, r, s)
+	}
+	defer release(context.WithoutCancel(ctx))
+
+	// Between our read and our lock another request may have refreshed.
+	cur, err := e.sessions.Reload(ctx, s)
+	switch {
+	case errors.Is(err, session.ErrNoSession):
+		return nil, e.unauthenticated(ctx, r, "invalid_session") // logged out meanwhile
+	case err != nil && valid:
+		return s, nil
+	case err != nil:
+		return nil, e.storeError(ctx, err)
+	case cur.Record.GetAccessToken() != s.Record.GetAccessToken():
+		return cur, nil
+	}
+
+	tok, err := e.provider.Refresh(ctx, s.Record.GetRefreshToken(), s.Record.GetSubject())
+	if err != nil {
+		if valid {
+			e.log.WarnContext(ctx, "token refresh failed; the current token is still valid and a later request retries", "error", err)
+			return s, nil
+		}
+		if errors.Is(err, idp.ErrRejected) {
+			e.log.InfoContext(ctx, "refresh rejected; session ended", "error", err)
+			if err := e.sessions.Delete(ctx, s); err != nil {
+				return nil, e.storeError(ctx, err)
+			}
+			return nil, e.unauthenticated(ctx, r, "refresh_rejected")
+		}
+		return nil, e.idpUnavailable(ctx, err)
+	}
+	rec := s.Record
+	rec.AccessToken = tok.AccessToken
+	rec.AccessTokenExpiry = 0
+	if !tok.Expiry.IsZero() {
+		rec.AccessTokenExpiry = tok.Expiry.Unix()
+	}
+	if tok.RefreshToken != "" {
+		rec.RefreshToken = tok.RefreshToken
+	}
+	if tok.IDToken != "" {
+		rec.IdToken = tok.IDToken
+	}
+	if len(tok.Scopes) > 0 {
+		rec.Scopes = tok.Scopes
+	}
+	if err := e.sessions.Save(ctx, s); err != nil {
+		e.log.WarnContext(ctx, "refreshed tokens could not be saved", "error", err)
+		return nil, e.storeError(ctx, err)
+	}
+	e.log.DebugContext(ctx, "token refreshed", "subject", rec.GetSubject())
+	return s, nil
+}
+
+// waitForRefresh waits, a bounded time, for another request to store a new
+// token for a session whose token has expired.
+func (e *Engine) waitForRefresh(ctx context.Context, r *Request, s *session.Session) (*session.Session, *Decision) {
+	deadline := time.NewTimer(e.opt.RefreshWait)
+	defer deadline.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, e.refreshBusy()
+		case <-deadline.C:
+			return nil, e.refreshBusy()
+		case <-tick.C:
+		}
+		cur, err := e.sessions.Reload(ctx, s)
+		if errors.Is(err, session.ErrNoSession) {
+			return nil, e.unauthenticated(ctx, r, "refresh_rejected")
+		}
+		if err != nil {
+			return nil, e.storeError(ctx, err)
+		}
+		if cur.Record.GetAccessToken() != s.Record.GetAccessToken() {
+			return cur, nil
+		}
+	}
+}
+
+func (e *Engine) refreshBusy() *Decision {
+	d := deny(http.StatusServiceUnavailable, "refresh_wait", "Service unavailable: the session's token is being refreshed. Try again.\n")
+	d.Response = append(d.Response, Header{"retry-after", "1"})
+	return d
+}

@@ -1,0 +1,136 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/extauthz/extauthz/pkg/authz"
+	"github.com/extauthz/extauthz/pkg/session"
+)
+
+// Metrics are extauthz's Prometheus metrics, on their own registry.
+type Metrics struct {
+	Registry  *prometheus.Registry
+	checks    *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+	storeOps  *prometheus.CounterVec
+	storeErrs *prometheus.CounterVec
+}
+
+// NewMetrics registers every metric, and the Go and process collectors.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "extauthz_checks_total",
+			Help: "Checks by decision (allow or deny), HTTP status and reason.",
+		}, []string{"decision", "status", "reason", "tenant"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "extauthz_check_duration_seconds",
+			Help:    "Time to decide one check.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"decision"}),
+		storeOps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "extauthz_store_operations_total",
+			Help: "Session store operations.",
+		}, []string{"op"}),
+		storeErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "extauthz_store_errors_total",
+			Help: "Session store operations that failed (not counting keys not found).",
+		}, []string{"op"}),
+	}
+	m.Registry.MustRegister(m.checks, m.latency, m.storeOps, m.storeErrs,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// ObserveCheck counts a decision and its latency.
+func (m *Metrics) ObserveCheck(d *authz.Decision, took time.Duration) {
+	decision := "deny"
+	if d.Allow {
+		decision = "allow"
+	}
+	m.checks.WithLabelValues(decision, strconv.Itoa(d.Status), d.Reason, d.Tenant).Inc()
+	m.latency.WithLabelValues(decision).Observe(took.Seconds())
+}
+
+// InstrumentStore counts the operations and errors of a store.
+func (m *Metrics) InstrumentStore(s session.Store) session.Store {
+	is := &instrumentedStore{s: s}
+	for i, op := range []string{"get", "set", "setnx", "take", "delete", "deleteif", "ping"} {
+		is.ops[i] = m.storeOps.WithLabelValues(op)
+		is.errs[i] = m.storeErrs.WithLabelValues(op)
+	}
+	return is
+}
+
+const (
+	opGet = iota
+	opSet
+	opSetNX
+	opTake
+	opDelete
+	opDeleteIf
+	opPing
+	nOps
+)
+
+type instrumentedStore struct {
+	s    session.Store
+	ops  [nOps]prometheus.Counter
+	errs [nOps]prometheus.Counter
+}
+
+func (is *instrumentedStore) count(op int, err error) {
+	is.ops[op].Inc()
+	if err != nil && !errors.Is(err, session.ErrNotFound) {
+		is.errs[op].Inc()
+	}
+}
+
+func (is *instrumentedStore) Get(ctx context.Context, key string, idle time.Duration) ([]byte, error) {
+	v, err := is.s.Get(ctx, key, idle)
+	is.count(opGet, err)
+	return v, err
+}
+
+func (is *instrumentedStore) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	err := is.s.Set(ctx, key, value, ttl)
+	is.count(opSet, err)
+	return err
+}
+
+func (is *instrumentedStore) SetNX(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
+	ok, err := is.s.SetNX(ctx, key, value, ttl)
+	is.count(opSetNX, err)
+	return ok, err
+}
+
+func (is *instrumentedStore) Take(ctx context.Context, key string) ([]byte, error) {
+	v, err := is.s.Take(ctx, key)
+	is.count(opTake, err)
+	return v, err
+}
+
+func (is *instrumentedStore) Delete(ctx context.Context, key string) error {
+	err := is.s.Delete(ctx, key)
+	is.count(opDelete, err)
+	return err
+}
+
+func (is *instrumentedStore) DeleteIf(ctx context.Context, key string, value []byte) (bool, error) {
+	ok, err := is.s.DeleteIf(ctx, key, value)
+	is.count(opDeleteIf, err)
+	return ok, err
+}
+
+func (is *instrumentedStore) Ping(ctx context.Context) error {
+	err := is.s.Ping(ctx)
+	is.count(opPing, err)
+	return err
+}

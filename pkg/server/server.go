@@ -1,0 +1,138 @@
+// Package server runs extauthz's listeners: the ext_authz gRPC service with
+// health and reflection, and the admin HTTP listener (/healthz, /readyz,
+// /metrics). Both drain on context cancel, within a deadline.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+)
+
+// Options configure Run.
+type Options struct {
+	GRPC  net.Listener // Envoy's ext_authz gRPC
+	Admin net.Listener // /healthz, /readyz, /metrics
+
+	Authorization authv3.AuthorizationServer
+	// Ready reports whether the session store answers.
+	Ready   func(ctx context.Context) error
+	Metrics *Metrics
+	// ShutdownTimeout bounds the drain of in-flight checks.
+	ShutdownTimeout time.Duration
+	// ReadyInterval is how often the gRPC health status follows Ready (default 2s).
+	ReadyInterval time.Duration
+	Log           *slog.Logger
+}
+
+const authService = "envoy.service.auth.v3.Authorization"
+
+// Run serves until ctx is canceled, then stops accepting, lets in-flight
+// checks finish within ShutdownTimeout, and returns nil. A listener failing
+// returns its error.
+func Run(ctx context.Context, o Options) error {
+	if o.ReadyInterval <= 0 {
+		o.ReadyInterval = 2 * time.Second
+	}
+	gs := grpc.NewServer(
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	)
+	authv3.RegisterAuthorizationServer(gs, o.Authorization)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	reflection.Register(gs)
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("content-type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		w.Header().Set("content-type", "text/plain; charset=utf-8")
+		if err := o.Ready(ctx); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "not ready: session store: %v\n", err)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Metrics.Registry, promhttp.HandlerOpts{}))
+	admin := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	g, gctx := errgroup.WithContext(runCtx)
+	g.Go(func() error {
+		if err := gs.Serve(o.GRPC); err != nil {
+			return fmt.Errorf("grpc listener %s: %w", o.GRPC.Addr(), err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := admin.Serve(o.Admin); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("admin listener %s: %w", o.Admin.Addr(), err)
+		}
+		return nil
+	})
+	g.Go(func() error { followReadiness(gctx, hs, o.Ready, o.ReadyInterval); return nil })
+	g.Go(func() error {
+		<-gctx.Done()
+		o.Log.Info("shutting down: draining in-flight checks", "deadline", o.ShutdownTimeout)
+		hs.Shutdown() // health NOT_SERVING: Envoy stops sending new checks
+		drained := make(chan struct{})
+		go func() { gs.GracefulStop(); close(drained) }()
+		timer := time.NewTimer(o.ShutdownTimeout)
+		defer timer.Stop()
+		select {
+		case <-drained:
+		case <-timer.C:
+			o.Log.Warn("shutdown deadline passed; cancelling the checks still running")
+			gs.Stop()
+		}
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		_ = admin.Shutdown(sctx)
+		return nil
+	})
+	o.Log.Info("serving", "grpc", o.GRPC.Addr().String(), "admin", o.Admin.Addr().String())
+	return g.Wait()
+}
+
+// followReadiness keeps the gRPC health status in step with the store.
+func followReadiness(ctx context.Context, hs *health.Server, ready func(context.Context) error, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		cctx, cancel := context.WithTimeout(ctx, every)
+		status := healthpb.HealthCheckResponse_SERVING
+		if ready(cctx) != nil {
+			status = healthpb.HealthCheckResponse_NOT_SERVING
+		}
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		hs.SetServingStatus("", status)
+		hs.SetServingStatus(authService, status)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
