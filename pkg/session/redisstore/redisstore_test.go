@@ -1,12 +1,18 @@
 package redisstore_test
 
 import (
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/extauthz/extauthz/internal/redistest"
 	"github.com/extauthz/extauthz/pkg/session"
 	"github.com/extauthz/extauthz/pkg/session/redisstore"
 	"github.com/extauthz/extauthz/pkg/session/sessiontest"
+	"github.com/extauthz/extauthz/proto/sessionpb"
 )
 
 func newStore(t *testing.T, addr string) *redisstore.Store {
@@ -22,4 +28,55 @@ func newStore(t *testing.T, addr string) *redisstore.Store {
 func TestConformanceStandalone(t *testing.T) {
 	srv := redistest.Run(t)
 	sessiontest.Run(t, func(t *testing.T) session.Store { return newStore(t, srv.Addr) })
+}
+
+// TestRedisDumpRevealsNothing: a dump of every key and value after sessions
+// and logins exist holds no cookie value, no state and no token in clear.
+func TestRedisDumpRevealsNothing(t *testing.T) {
+	srv := redistest.Run(t)
+	s := newStore(t, srv.Addr)
+	keys, err := session.NewKeys([]byte(strings.Repeat("z", 64)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := session.NewManager(s, keys, session.Options{})
+	ctx := context.Background()
+	var secrets []string
+	for i := range 20 {
+		rec := &sessionpb.Session{
+			Subject: "user", AccessToken: fmt.Sprintf("access-token-%d-secret", i), RefreshToken: fmt.Sprintf("refresh-token-%d-secret", i),
+			IdToken: fmt.Sprintf("id-token-%d-secret", i), CsrfToken: fmt.Sprintf("csrf-%d-secret", i),
+		}
+		_, cookie, err := m.Create(ctx, rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		state, err := m.PutLogin(ctx, &sessionpb.LoginState{Nonce: fmt.Sprintf("nonce-%d-secret", i), PkceVerifier: fmt.Sprintf("verifier-%d-secret", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := base64.RawURLEncoding.DecodeString(cookie)
+		secrets = append(secrets, cookie, state, cookie[:43], string(raw[:32]), hex.EncodeToString(raw[:32]),
+			rec.AccessToken, rec.RefreshToken, rec.IdToken, rec.CsrfToken, "secret")
+	}
+	var dump strings.Builder
+	iter := s.Client().Scan(ctx, 0, "*", 100).Iterator()
+	n := 0
+	for iter.Next(ctx) {
+		k := iter.Val()
+		v, err := s.Client().Get(ctx, k).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		dump.WriteString(k + " " + v + "\n")
+		n++
+	}
+	if n != 40 {
+		t.Fatalf("dump has %d keys, want 40 (20 sessions, 20 logins)", n)
+	}
+	for _, sec := range secrets {
+		if strings.Contains(dump.String(), sec) {
+			t.Fatalf("the Redis dump contains %q", sec)
+		}
+	}
 }

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+
+	"github.com/extauthz/extauthz/internal/redistest"
+)
+
+// syncBuffer collects the program's log output safely.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	p, err := redistest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", p)
+}
+
+func mapEnv(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+// TestRunServesOverRealConnections starts the whole program in-process on a
+// real Redis, configured as approuter's documentation shows, and talks to it
+// as Envoy and a monitoring system would.
+func TestRunServesOverRealConnections(t *testing.T) {
+	redis := redistest.Run(t)
+	grpcAddr, adminAddr := freeAddr(t), freeAddr(t)
+	env := map[string]string{
+		"EXT_SESSION_MGT": `{"instanceName":"my-redis","storageType":"redis","sessionSecret":"` + strings.Repeat("x", 64) + `"}`,
+		"VCAP_SERVICES": fmt.Sprintf(`{"redis-cache":[{"name":"my-redis","label":"redis-cache","tags":["cache"],
+			"credentials":{"hostname":"127.0.0.1","port":%d,"password":"","tls":false,"cluster_mode":false}}]}`, redis.Port),
+		"EXTAUTHZ_GRPC_ADDR": grpcAddr, "EXTAUTHZ_ADMIN_ADDR": adminAddr, "EXTAUTHZ_LOG_LEVEL": "debug",
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logs := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, nil, mapEnv(env), logs) }()
+
+	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+
+	// Health: SERVING once the store answered.
+	hc := healthpb.NewHealthClient(conn)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "envoy.service.auth.v3.Authorization"})
+		if err == nil && resp.Status == healthpb.HealthCheckResponse_SERVING {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("health never SERVING: %v %v\nlogs:\n%s", resp, err, logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	// Reflection lists the Authorization service (grpcurl works).
+	stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}})
+	rr, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var services []string
+	for _, s := range rr.GetListServicesResponse().GetService() {
+		services = append(services, s.GetName())
+	}
+	if !strings.Contains(strings.Join(services, " "), "envoy.service.auth.v3.Authorization") {
+		t.Fatalf("reflection lists %v", services)
+	}
+
+	// A Check from "Envoy": an AJAX request without a session gets 401.
+	resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Method: "GET", Host: "app.example.com", Path: "/api?code=should-not-be-logged", Scheme: "https",
+			Headers: map[string]string{"x-requested-with": "XMLHttpRequest", "cookie": "JSESSIONID=garbage-cookie-value"},
+		}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.GetDeniedResponse().GetStatus().GetCode(); got != 401 {
+		t.Fatalf("Check: status %v, want 401", got)
+	}
+
+	// Admin endpoints.
+	for path, want := range map[string]string{"/healthz": "ok", "/readyz": "ready", "/metrics": `extauthz_checks_total{decision="deny",reason="invalid_session",status="401",tenant=""} 1`} {
+		r, err := http.Get("http://" + adminAddr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(r.Body)
+		r.Body.Close()
+		if r.StatusCode != 200 || !strings.Contains(string(body), want) {
+			t.Errorf("GET %s: %d, body lacks %q:\n%.2000s", path, r.StatusCode, want, body)
+		}
+	}
+
+	// SIGTERM (ctx cancel): a clean exit.
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run returned %v after shutdown, want nil", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not return after shutdown")
+	}
+	out := logs.String()
+	for _, secret := range []string{"garbage-cookie-value", "should-not-be-logged", strings.Repeat("x", 64)} {
+		if strings.Contains(out, secret) {
+			t.Errorf("logs contain %q:\n%s", secret, out)
+		}
+	}
+	if !strings.Contains(out, `"msg":"check"`) {
+		t.Errorf("debug logs lack the decision line:\n%s", out)
+	}
+}
+
+func TestRunRejectsBadConfiguration(t *testing.T) {
+	var out bytes.Buffer
+	err := run(context.Background(), nil, mapEnv(map[string]string{
+		"EXT_SESSION_MGT": `{"instanceName":"my-redis","storageType":"redis","sessionSecret":"too-short"}`,
+		"VCAP_SERVICES":   `{"redis-cache":[{"name":"my-redis","credentials":{"hostname":"h","port":1}}]}`,
+	}), &out)
+	if err == nil || !strings.Contains(err.Error(), "EXT_SESSION_MGT.sessionSecret: must be at least 64 characters") {
+		t.Fatalf("err = %v", err)
+	}
+	if strings.Contains(err.Error(), "too-short") {
+		t.Fatal("the error shows the secret")
+	}
+}
+
+func TestRunHelpAndVersion(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"--help"}, mapEnv(nil), &out); err != nil || !strings.Contains(out.String(), "EXTAUTHZ_GRPC_ADDR") {
+		t.Fatalf("--help: %v\n%s", err, out.String())
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"--version"}, mapEnv(nil), &out); err != nil || !strings.HasPrefix(out.String(), "extauthz ") {
+		t.Fatalf("--version: %v %q", err, out.String())
+	}
+}

@@ -1,0 +1,470 @@
+package authz_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/extauthz/extauthz/pkg/authz"
+	"github.com/extauthz/extauthz/pkg/idp"
+	"github.com/extauthz/extauthz/pkg/session"
+	"github.com/extauthz/extauthz/proto/sessionpb"
+)
+
+// fakeIDP is an identity provider for the engine's unit tests (the real
+// one is tested in pkg/idp and end to end against Hydra).
+type fakeIDP struct {
+	mu          sync.Mutex
+	refreshes   atomic.Int32
+	exchangeErr error
+	refreshErr  error
+	authErr     error
+	refreshed   *idp.Tokens
+	delay       time.Duration
+	lastCode    string
+	lastNonce   string
+}
+
+func (f *fakeIDP) AuthCodeURL(_ context.Context, state, nonce, verifier, redirectURI string) (string, error) {
+	if f.authErr != nil {
+		return "", f.authErr
+	}
+	f.mu.Lock()
+	f.lastNonce = nonce
+	f.mu.Unlock()
+	q := url.Values{"state": {state}, "nonce": {nonce}, "redirect_uri": {redirectURI}, "code_challenge_method": {"S256"}, "verifier": {verifier}}
+	return "https://idp.test/authorize?" + q.Encode(), nil
+}
+
+func (f *fakeIDP) Exchange(_ context.Context, code, verifier, redirectURI, nonce string) (*idp.Tokens, error) {
+	if f.exchangeErr != nil {
+		return nil, f.exchangeErr
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if nonce != f.lastNonce {
+		return nil, fmt.Errorf("%w: nonce", idp.ErrRejected)
+	}
+	f.lastCode = code
+	return &idp.Tokens{AccessToken: "at-" + code, RefreshToken: "rt-1", IDToken: "idt-1", Subject: "alice",
+		Issuer: "https://idp.test", Expiry: time.Now().Add(time.Hour)}, nil
+}
+
+func (f *fakeIDP) Refresh(_ context.Context, refreshToken, subject string) (*idp.Tokens, error) {
+	f.refreshes.Add(1)
+	time.Sleep(f.delay)
+	if f.refreshErr != nil {
+		return nil, f.refreshErr
+	}
+	return f.refreshed, nil
+}
+
+func (f *fakeIDP) LogoutURL(_ context.Context, idTokenHint, post string) (string, error) {
+	return "https://idp.test/logout?" + url.Values{"id_token_hint": {idTokenHint}, "post_logout_redirect_uri": {post}}.Encode(), nil
+}
+
+// countingStore counts store calls and can fail them.
+type countingStore struct {
+	session.Store
+	calls atomic.Int32
+	fail  atomic.Bool
+}
+
+var errDown = errors.New("connection refused")
+
+func (c *countingStore) Get(ctx context.Context, k string, idle time.Duration) ([]byte, error) {
+	c.calls.Add(1)
+	if c.fail.Load() {
+		return nil, errDown
+	}
+	return c.Store.Get(ctx, k, idle)
+}
+
+func (c *countingStore) Delete(ctx context.Context, k string) error {
+	c.calls.Add(1)
+	if c.fail.Load() {
+		return errDown
+	}
+	return c.Store.Delete(ctx, k)
+}
+
+type fixture struct {
+	store    *countingStore
+	sessions *session.Manager
+	idp      *fakeIDP
+	engine   *authz.Engine
+}
+
+func newFixture(t *testing.T, opt authz.Options) *fixture {
+	t.Helper()
+	keys, err := session.NewKeys([]byte(strings.Repeat("k", 64)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{store: &countingStore{Store: session.NewMemoryStore(nil)}, idp: &fakeIDP{}}
+	f.sessions = session.NewManager(f.store, keys, session.Options{})
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	f.engine = authz.New(f.sessions, f.idp, opt, log)
+	return f
+}
+
+func (f *fixture) newSession(t *testing.T, rec *sessionpb.Session) string {
+	t.Helper()
+	_, cookie, err := f.sessions.Create(context.Background(), rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cookie
+}
+
+func get(path, cookie string, extra ...string) *authz.Request {
+	h := map[string]string{}
+	if cookie != "" {
+		h["cookie"] = cookie
+	}
+	for i := 0; i < len(extra); i += 2 {
+		h[extra[i]] = extra[i+1]
+	}
+	return &authz.Request{Method: "GET", Scheme: "https", Host: "app.example.com", Path: path, Headers: h}
+}
+
+func header(d *authz.Decision, name string) string {
+	for _, h := range d.Response {
+		if h.Name == name {
+			return h.Value
+		}
+	}
+	return ""
+}
+
+func headers(d *authz.Decision, name string) []string {
+	var out []string
+	for _, h := range d.Response {
+		if h.Name == name {
+			out = append(out, h.Value)
+		}
+	}
+	return out
+}
+
+func TestAllowWithSession(t *testing.T) {
+	f := newFixture(t, authz.Options{})
+	c := f.newSession(t, &sessionpb.Session{AccessToken: "the-access-token", AccessTokenExpiry: time.Now().Add(time.Hour).Unix()})
+
+	d := f.engine.Check(context.Background(), get("/app", "theme=dark; JSESSIONID="+c+"; lang=de"))
+	if !d.Allow || d.Reason != "session" {
+		t.Fatalf("decision %+v, want allow", d)
+	}
+	want := []authz.Header{{"authorization", "Bearer the-access-token"}, {"cookie", "theme=dark; lang=de"}}
+	if fmt.Sprint(d.Upstream) != fmt.Sprint(want) || d.Remove != nil {
+		t.Fatalf("upstream %v remove %v, want %v", d.Upstream, d.Remove, want)
+	}
+
+	d = f.engine.Check(context.Background(), get("/app", "JSESSIONID="+c))
+	if !d.Allow || fmt.Sprint(d.Remove) != "[cookie]" || len(d.Upstream) != 1 {
+		t.Fatalf("only the session cookie: upstream %v remove %v, want the cookie header removed", d.Upstream, d.Remove)
+	}
+}
+
+func TestNoSession(t *testing.T) {
+	f := newFixture(t, authz.Options{})
+	tests := []struct {
+		name   string
+		req    *authz.Request
+		status int
+	}{
+		{"browser navigation", get("/app?x=1", ""), http.StatusFound},
+		{"HEAD navigation", &authz.Request{Method: "HEAD", Host: "app.example.com", Path: "/", Headers: map[string]string{}}, http.StatusFound},
+		{"XMLHttpRequest", get("/api", "", "x-requested-with", "XMLHttpRequest"), http.StatusUnauthorized},
+		{"fetch()", get("/api", "", "sec-fetch-mode", "cors"), http.StatusUnauthorized},
+		{"POST", &authz.Request{Method: "POST", Host: "app.example.com", Path: "/api", Headers: map[string]string{}}, http.StatusUnauthorized},
+		{"garbage cookie", get("/app", "JSESSIONID=garbage", "x-requested-with", "XMLHttpRequest"), http.StatusUnauthorized},
+		{"hostile host", &authz.Request{Method: "GET", Host: "evil.com/x@", Path: "/", Headers: map[string]string{}}, http.StatusBadRequest},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := f.engine.Check(context.Background(), tt.req)
+			if d.Allow || d.Status != tt.status {
+				t.Fatalf("decision %+v, want deny %d", d, tt.status)
+			}
+		})
+	}
+}
+
+func TestForgedCookieNeverReachesTheStore(t *testing.T) {
+	f := newFixture(t, authz.Options{})
+	good := f.newSession(t, &sessionpb.Session{AccessToken: "x"})
+	forged := []byte(good)
+	forged[5] ^= 2
+	before := f.store.calls.Load()
+	for _, c := range []string{string(forged), "x", strings.Repeat("A", 10000), good + "A"} {
+		d := f.engine.Check(context.Background(), get("/", "JSESSIONID="+c, "x-requested-with", "XMLHttpRequest"))
+		if d.Status != http.StatusUnauthorized {
+			t.Fatalf("forged cookie: status %d", d.Status)
+		}
+	}
+	if n := f.store.calls.Load() - before; n != 0 {
+		t.Fatalf("forged cookies caused %d store calls, want 0", n)
+	}
+}
+
+func TestStoreDownFailsClosedAndKeepsTheSession(t *testing.T) {
+	f := newFixture(t, authz.Options{})
+	c := f.newSession(t, &sessionpb.Session{AccessToken: "x"})
+	f.store.fail.Store(true)
+	for _, req := range []*authz.Request{get("/", "JSESSIONID="+c), get("/logout", "JSESSIONID="+c)} {
+		d := f.engine.Check(context.Background(), req)
+		if d.Allow || d.Status != http.StatusServiceUnavailable || header(d, "retry-after") == "" {
+			t.Fatalf("%s with the store down: %+v, want 503 with retry-after", req.Path, d)
+		}
+	}
+	f.store.fail.Store(false)
+	if d := f.engine.Check(context.Background(), get("/", "JSESSIONID="+c)); !d.Allow {
+		t.Fatalf("after the store is back the session must work: %+v", d)
+	}
+}
+
+// login walks a browser through login start and callback, returning the
+// session cookie value.
+func login(t *testing.T, f *fixture, path string) string {
+	t.Helper()
+	ctx := context.Background()
+	d := f.engine.Check(ctx, get(path, ""))
+	if d.Status != http.StatusFound {
+		t.Fatalf("login start: %+v", d)
+	}
+	loc, _ := url.Parse(header(d, "location"))
+	q := loc.Query()
+	if q.Get("redirect_uri") != "https://app.example.com/login/callback" || q.Get("code_challenge_method") != "S256" {
+		t.Fatalf("authorize URL %s", loc)
+	}
+	stateCookie := headers(d, "set-cookie")[0]
+	if !strings.Contains(stateCookie, "Path=/login/callback") || !strings.Contains(stateCookie, "HttpOnly") ||
+		!strings.Contains(stateCookie, "Secure") || !strings.Contains(stateCookie, "Max-Age=180") {
+		t.Fatalf("state cookie %q", stateCookie)
+	}
+	nameValue, _, _ := strings.Cut(stateCookie, ";")
+	cb := get("/login/callback?"+url.Values{"code": {"c1"}, "state": {q.Get("state")}}.Encode(), nameValue)
+	d = f.engine.Check(ctx, cb)
+	if d.Status != http.StatusFound || header(d, "location") != path {
+		t.Fatalf("callback: %+v, want 302 to %s", d, path)
+	}
+	var session string
+	for _, sc := range headers(d, "set-cookie") {
+		if v, ok := strings.CutPrefix(sc, "JSESSIONID="); ok {
+			session, _, _ = strings.Cut(v, ";")
+		} else if !strings.Contains(sc, "Max-Age=0") {
+			t.Fatalf("callback must clear the state cookie, set %q", sc)
+		}
+	}
+	if session == "" {
+		t.Fatalf("callback set no session cookie: %v", headers(d, "set-cookie"))
+	}
+	// Replaying the same callback fails.
+	if d := f.engine.Check(ctx, cb); d.Status != http.StatusBadRequest {
+		t.Fatalf("replayed callback: %d, want 400", d.Status)
+	}
+	return session
+}
+
+func TestLoginFlow(t *testing.T) {
+	f := newFixture(t, authz.Options{})
+	c := login(t, f, "/orders?id=7")
+	d := f.engine.Check(context.Background(), get("/orders", "JSESSIONID="+c))
+	if !d.Allow || d.Upstream[0].Value != "Bearer at-c1" {
+		t.Fatalf("after login: %+v", d)
+	}
+}
+
+func TestCallbackFailures(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, authz.Options{})
+	start := func() (state, cookie string) {
+		d := f.engine.Check(ctx, get("/", ""))
+		loc, _ := url.Parse(header(d, "location"))
+		c, _, _ := strings.Cut(headers(d, "set-cookie")[0], ";")
+		return loc.Query().Get("state"), c
+	}
+	cb := func(q url.Values, cookie string) *authz.Decision {
+		return f.engine.Check(ctx, get("/login/callback?"+q.Encode(), cookie))
+	}
+	state, cookie := start()
+	if d := cb(url.Values{"state": {state}, "error": {"access_denied"}}, cookie); d.Status != http.StatusForbidden || !strings.Contains(d.Body, "access_denied") {
+		t.Fatalf("error=access_denied: %d %q", d.Status, d.Body)
+	}
+	if d := cb(url.Values{"state": {state}, "code": {"c"}}, cookie); d.Status != http.StatusBadRequest {
+		t.Fatalf("state already ended by the IdP error: %d", d.Status)
+	}
+	state, _ = start()
+	if d := cb(url.Values{"state": {state}, "code": {"c"}}, ""); d.Status != http.StatusBadRequest || !strings.Contains(d.Body, "not started in this browser") {
+		t.Fatalf("missing state cookie: %d %q", d.Status, d.Body)
+	}
+	state, _ = start()
+	if d := cb(url.Values{"state": {state}, "code": {"c"}}, "JSESSIONID_login_"+state[:10]+"=forged"); d.Status != http.StatusBadRequest {
+		t.Fatalf("wrong state cookie: %d", d.Status)
+	}
+	if d := cb(url.Values{"state": {"unknown-state-value"}, "code": {"c"}}, ""); d.Status != http.StatusBadRequest {
+		t.Fatalf("unknown state: %d", d.Status)
+	}
+	if d := cb(url.Values{"code": {"c"}}, ""); d.Status != http.StatusBadRequest {
+		t.Fatalf("no state: %d", d.Status)
+	}
+	f.idp.exchangeErr = fmt.Errorf("%w: invalid_grant", idp.ErrRejected)
+	state, cookie = start()
+	if d := cb(url.Values{"state": {state}, "code": {"bad"}}, cookie); d.Status != http.StatusBadRequest {
+		t.Fatalf("rejected code: %d", d.Status)
+	}
+	f.idp.exchangeErr = errors.New("dial tcp: connection refused")
+	state, cookie = start()
+	if d := cb(url.Values{"state": {state}, "code": {"c"}}, cookie); d.Status != http.StatusBadGateway {
+		t.Fatalf("IdP down at exchange: %d", d.Status)
+	}
+	f.idp.authErr = errors.New("discovery failed")
+	if d := f.engine.Check(ctx, get("/", "")); d.Status != http.StatusBadGateway {
+		t.Fatalf("IdP down at login start: %d", d.Status)
+	}
+}
+
+func TestReturnPathStaysOnHost(t *testing.T) {
+	f := newFixture(t, authz.Options{})
+	for path, want := range map[string]string{
+		"/a/b?c=d": "/a/b?c=d", "//evil.example/x": "/", "/\\evil.example": "/", "https://evil.example/": "/", "*": "/",
+	} {
+		d := f.engine.Check(context.Background(), get(path, ""))
+		loc, _ := url.Parse(header(d, "location"))
+		state := loc.Query().Get("state")
+		ls, err := f.sessions.TakeLogin(context.Background(), state)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ls.GetReturnPath() != want {
+			t.Errorf("request target %q returns to %q, want %q", path, ls.GetReturnPath(), want)
+		}
+	}
+}
+
+func TestLogout(t *testing.T) {
+	f := newFixture(t, authz.Options{})
+	c := login(t, f, "/")
+	d := f.engine.Check(context.Background(), get("/logout", "JSESSIONID="+c))
+	loc, _ := url.Parse(header(d, "location"))
+	if d.Status != http.StatusFound || loc.Host != "idp.test" || loc.Query().Get("id_token_hint") != "idt-1" ||
+		loc.Query().Get("post_logout_redirect_uri") != "https://app.example.com/" {
+		t.Fatalf("logout: %+v", d)
+	}
+	if sc := header(d, "set-cookie"); !strings.HasPrefix(sc, "JSESSIONID=;") || !strings.Contains(sc, "Max-Age=0") {
+		t.Fatalf("logout must clear the cookie: %q", sc)
+	}
+	if d := f.engine.Check(context.Background(), get("/", "JSESSIONID="+c, "x-requested-with", "XMLHttpRequest")); d.Status != http.StatusUnauthorized {
+		t.Fatalf("cookie after logout: %d, want 401", d.Status)
+	}
+}
+
+func TestRefreshAheadOneRefreshManyRequests(t *testing.T) {
+	f := newFixture(t, authz.Options{RefreshAhead: 5 * time.Minute})
+	f.idp.delay = 50 * time.Millisecond
+	f.idp.refreshed = &idp.Tokens{AccessToken: "new", Expiry: time.Now().Add(time.Hour), Subject: "alice"}
+	c := f.newSession(t, &sessionpb.Session{Subject: "alice", AccessToken: "old", RefreshToken: "rt",
+		AccessTokenExpiry: time.Now().Add(time.Minute).Unix()})
+	var wg sync.WaitGroup
+	var allowed atomic.Int32
+	for range 50 {
+		wg.Go(func() {
+			d := f.engine.Check(context.Background(), get("/", "JSESSIONID="+c))
+			if d.Allow {
+				allowed.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if n := f.idp.refreshes.Load(); n != 1 {
+		t.Fatalf("%d refresh grants for 50 concurrent requests, want 1", n)
+	}
+	if n := allowed.Load(); n != 50 {
+		t.Fatalf("%d of 50 requests allowed during the refresh", n)
+	}
+	d := f.engine.Check(context.Background(), get("/", "JSESSIONID="+c))
+	if d.Upstream[0].Value != "Bearer new" {
+		t.Fatalf("after the refresh: %v", d.Upstream)
+	}
+	if n := f.idp.refreshes.Load(); n != 1 {
+		t.Fatalf("the fresh token was refreshed again (%d grants)", n)
+	}
+}
+
+func TestRefreshFailures(t *testing.T) {
+	ctx := context.Background()
+	t.Run("still valid: keep the token, retry later", func(t *testing.T) {
+		f := newFixture(t, authz.Options{RefreshAhead: 5 * time.Minute})
+		f.idp.refreshErr = errors.New("timeout")
+		c := f.newSession(t, &sessionpb.Session{AccessToken: "old", RefreshToken: "rt", AccessTokenExpiry: time.Now().Add(time.Minute).Unix()})
+		for i := 1; i <= 2; i++ {
+			if d := f.engine.Check(ctx, get("/", "JSESSIONID="+c)); !d.Allow || d.Upstream[0].Value != "Bearer old" {
+				t.Fatalf("request %d: %+v", i, d)
+			}
+			if n := f.idp.refreshes.Load(); int(n) != i {
+				t.Fatalf("refresh attempts %d after %d requests: the failure must be retried", n, i)
+			}
+		}
+	})
+	t.Run("expired and rejected: session ends", func(t *testing.T) {
+		f := newFixture(t, authz.Options{RefreshAhead: 5 * time.Minute})
+		f.idp.refreshErr = fmt.Errorf("%w: invalid_grant", idp.ErrRejected)
+		c := f.newSession(t, &sessionpb.Session{AccessToken: "old", RefreshToken: "rt", AccessTokenExpiry: time.Now().Add(-time.Minute).Unix()})
+		if d := f.engine.Check(ctx, get("/", "JSESSIONID="+c)); d.Status != http.StatusFound {
+			t.Fatalf("expired + rejected refresh: %+v, want a login redirect", d)
+		}
+		if d := f.engine.Check(ctx, get("/", "JSESSIONID="+c, "x-requested-with", "XMLHttpRequest")); d.Status != http.StatusUnauthorized {
+			t.Fatalf("the session must be gone: %d", d.Status)
+		}
+	})
+	t.Run("expired and IdP down: 502, session kept", func(t *testing.T) {
+		f := newFixture(t, authz.Options{RefreshAhead: 5 * time.Minute})
+		f.idp.refreshErr = errors.New("connection refused")
+		c := f.newSession(t, &sessionpb.Session{AccessToken: "old", RefreshToken: "rt", AccessTokenExpiry: time.Now().Add(-time.Minute).Unix()})
+		if d := f.engine.Check(ctx, get("/", "JSESSIONID="+c)); d.Status != http.StatusBadGateway {
+			t.Fatalf("%+v", d)
+		}
+		f.idp.refreshErr = nil
+		f.idp.refreshed = &idp.Tokens{AccessToken: "new", Expiry: time.Now().Add(time.Hour)}
+		if d := f.engine.Check(ctx, get("/", "JSESSIONID="+c)); !d.Allow || d.Upstream[0].Value != "Bearer new" {
+			t.Fatalf("after the IdP is back: %+v", d)
+		}
+	})
+	t.Run("expired without refresh token: login", func(t *testing.T) {
+		f := newFixture(t, authz.Options{})
+		c := f.newSession(t, &sessionpb.Session{AccessToken: "old", AccessTokenExpiry: time.Now().Add(-time.Second).Unix()})
+		if d := f.engine.Check(ctx, get("/", "JSESSIONID="+c, "x-requested-with", "XMLHttpRequest")); d.Status != http.StatusUnauthorized || d.Reason != "token_expired" {
+			t.Fatalf("%+v", d)
+		}
+	})
+}
+
+func TestCookieAttributes(t *testing.T) {
+	f := newFixture(t, authz.Options{SecureCookie: "auto", SameSite: "None", Partitioned: true})
+	d := f.engine.Check(context.Background(), &authz.Request{Method: "GET", Scheme: "http", Host: "localhost:8080", Path: "/",
+		Headers: map[string]string{"x-forwarded-proto": "https"}})
+	sc := headers(d, "set-cookie")[0]
+	for _, want := range []string{"Secure", "SameSite=None", "Partitioned", "HttpOnly"} {
+		if !strings.Contains(sc, want) {
+			t.Errorf("state cookie %q lacks %s", sc, want)
+		}
+	}
+	loc, _ := url.Parse(header(d, "location"))
+	if got := loc.Query().Get("redirect_uri"); got != "https://localhost:8080/login/callback" {
+		t.Errorf("redirect_uri %q", got)
+	}
+	f = newFixture(t, authz.Options{})
+	d = f.engine.Check(context.Background(), &authz.Request{Method: "GET", Scheme: "http", Host: "localhost:8080", Path: "/", Headers: map[string]string{}})
+	if sc := headers(d, "set-cookie")[0]; strings.Contains(sc, "Secure") {
+		t.Errorf("plain http (auto): cookie %q must not be Secure", sc)
+	}
+}
