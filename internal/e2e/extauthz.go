@@ -1,0 +1,158 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/extauthz/extauthz/internal/redistest"
+)
+
+// BuildExtauthz builds the extauthz binary into dir.
+func BuildExtauthz(root, dir string) (string, error) {
+	bin := filepath.Join(dir, "extauthz")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/extauthz")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build extauthz: %w\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// Extauthz is the real extauthz binary running as a child process.
+type Extauthz struct {
+	Name      string
+	GRPCAddr  string
+	AdminAddr string
+
+	bin  string
+	env  map[string]string
+	logw io.Writer
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+	conn *grpc.ClientConn
+	auth authv3.AuthorizationClient
+}
+
+// StartExtauthz starts the binary with env (on top of a clean environment:
+// PATH and HOME only) on free loopback ports and waits until /readyz says
+// ready. Its log goes to logw.
+func StartExtauthz(name, bin string, env map[string]string, logw io.Writer) (*Extauthz, error) {
+	gp, err := redistest.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	ap, err := redistest.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	x := &Extauthz{
+		Name: name, GRPCAddr: fmt.Sprintf("127.0.0.1:%d", gp), AdminAddr: fmt.Sprintf("127.0.0.1:%d", ap),
+		bin: bin, env: env, logw: logw,
+	}
+	x.conn, err = grpc.NewClient(x.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	x.auth = authv3.NewAuthorizationClient(x.conn)
+	if err := x.Start(); err != nil {
+		x.conn.Close()
+		return nil, err
+	}
+	return x, nil
+}
+
+// Start (re)starts the process on the same ports and waits until ready.
+func (x *Extauthz) Start() error {
+	cmd := exec.Command(x.bin)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"),
+		"EXTAUTHZ_GRPC_ADDR=" + x.GRPCAddr, "EXTAUTHZ_ADMIN_ADDR=" + x.AdminAddr}
+	for k, v := range x.env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	cmd.Stdout, cmd.Stderr = x.logw, x.logw
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", x.Name, err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	x.mu.Lock()
+	x.cmd, x.done = cmd, done
+	x.mu.Unlock()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		select {
+		case <-done:
+			return fmt.Errorf("%s exited at start (see its log)", x.Name)
+		default:
+		}
+		resp, err := http.Get("http://" + x.AdminAddr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not ready after 20s", x.Name)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Kill ends the process with SIGKILL: no drain, no goodbye.
+func (x *Extauthz) Kill() { x.signal(syscall.SIGKILL) }
+
+// Stop ends the process with SIGTERM and waits for it to exit.
+func (x *Extauthz) Stop() { x.signal(syscall.SIGTERM) }
+
+func (x *Extauthz) signal(sig syscall.Signal) {
+	x.mu.Lock()
+	cmd, done := x.cmd, x.done
+	x.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return
+	}
+	_ = cmd.Process.Signal(sig)
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+// Close kills the process and closes the client connection.
+func (x *Extauthz) Close() {
+	x.Kill()
+	x.conn.Close()
+}
+
+// Check asks this replica, as Envoy does.
+func (x *Extauthz) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	return x.auth.Check(ctx, req)
+}
+
+// Admin fetches an admin endpoint and returns its status and body.
+func (x *Extauthz) Admin(path string) (int, string, error) {
+	resp, err := http.Get("http://" + x.AdminAddr + path)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
