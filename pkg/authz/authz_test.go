@@ -103,7 +103,7 @@ type fixture struct {
 	engine   *authz.Engine
 }
 
-func newFixture(t *testing.T, opt authz.Options) *fixture {
+func newFixture(t testing.TB, opt authz.Options) *fixture {
 	t.Helper()
 	keys, err := session.NewKeys([]byte(strings.Repeat("k", 64)))
 	if err != nil {
@@ -116,7 +116,7 @@ func newFixture(t *testing.T, opt authz.Options) *fixture {
 	return f
 }
 
-func (f *fixture) newSession(t *testing.T, rec *sessionpb.Session) string {
+func (f *fixture) newSession(t testing.TB, rec *sessionpb.Session) string {
 	t.Helper()
 	_, cookie, err := f.sessions.Create(context.Background(), rec)
 	if err != nil {

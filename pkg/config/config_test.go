@@ -218,3 +218,16 @@ func TestHelpListsEverySetting(t *testing.T) {
 		t.Errorf("--help lacks defaults or approuter variables:\n%s", out.String())
 	}
 }
+
+// TestREADMEDocumentsEverySetting keeps the README's reference true.
+func TestREADMEDocumentsEverySetting(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range settings {
+		if !strings.Contains(string(readme), "| `--"+s.name+"` | `"+s.env+"`") {
+			t.Errorf("README.md's setting table lacks --%s / %s", s.name, s.env)
+		}
+	}
+}
