@@ -99,3 +99,43 @@ func firstNonEmpty(s ...string) string {
 	}
 	return ""
 }
+
+// Identity is the typed credentials of an SAP Cloud Identity Services (IAS)
+// binding, label "identity".
+type Identity struct {
+	URL          string // the issuer; discovery at <url>/.well-known/openid-configuration
+	ClientID     string
+	ClientSecret string
+}
+
+// IdentityCredentials reads an identity (IAS) binding.
+func IdentityCredentials(b Binding) (Identity, error) {
+	c := b.Credentials
+	var id Identity
+	var errs []error
+	str := func(field string, dst *string) {
+		v, ok := c[field].(string)
+		if !ok || v == "" {
+			errs = append(errs, fmt.Errorf("credentials.%s: missing", field))
+		}
+		*dst = v
+	}
+	str("url", &id.URL)
+	str("clientid", &id.ClientID)
+	if ct, _ := c["credential-type"].(string); ct == "X509_GENERATED" || ct == "X509_PROVIDED" || ct == "X509_ATTESTED" || ct == "x509" {
+		errs = append(errs, fmt.Errorf("credentials.credential-type: %s (mutual TLS) is not supported yet; bind with credential-type binding-secret", ct))
+	} else {
+		str("clientsecret", &id.ClientSecret)
+	}
+	return id, errors.Join(errs...)
+}
+
+// ByLabel returns the first binding with the label.
+func ByLabel(bs []Binding, label string) (Binding, bool) {
+	for _, b := range bs {
+		if b.Label == label {
+			return b, true
+		}
+	}
+	return Binding{}, false
+}

@@ -578,16 +578,52 @@ type extSessionMgt struct {
 }
 
 func (c *Config) loadApprouterEnv(getenv Getenv) Problems {
+	probs := c.identityBinding(getenv)
 	raw, ok := lookup(getenv, "EXT_SESSION_MGT")
+	if !ok {
+		return probs
+	}
+	mgt := c.extSessionMgt(raw, getenv)
+	if len(mgt) > 0 && c.Redis != nil && len(c.Redis.Addrs) == 0 {
+		c.Redis = nil // reported already; don't add "no Redis" on top
+	}
+	return append(probs, mgt...)
+}
+
+// identityBinding takes the identity provider from an IAS binding in
+// VCAP_SERVICES: the one named by IAS_SERVICE_NAME, else the first with
+// label "identity". EXTAUTHZ_OIDC_* variables override it.
+func (c *Config) identityBinding(getenv Getenv) Problems {
+	vcap, ok := lookup(getenv, "VCAP_SERVICES")
 	if !ok {
 		return nil
 	}
-	const src = "EXT_SESSION_MGT"
-	probs := c.extSessionMgt(raw, getenv)
-	if len(probs) > 0 && c.Redis != nil && len(c.Redis.Addrs) == 0 {
-		c.Redis = nil // reported already; don't add "no Redis" on top
+	bs, err := binding.ParseVCAP(vcap)
+	if err != nil {
+		return nil // reported with the Redis binding when it matters
 	}
-	return probs
+	var b binding.Binding
+	if name, named := lookup(getenv, "IAS_SERVICE_NAME"); named {
+		if b, err = binding.ByName(bs, name); err != nil {
+			return Problems{fmt.Sprintf("IAS_SERVICE_NAME: %v", err)}
+		}
+	} else if b, ok = binding.ByLabel(bs, "identity"); !ok {
+		return nil
+	}
+	id, err := binding.IdentityCredentials(b)
+	src := "VCAP_SERVICES identity binding " + strconv.Quote(b.Name)
+	if err != nil {
+		var probs Problems
+		for _, line := range strings.Split(err.Error(), "\n") {
+			probs = append(probs, src+": "+line)
+		}
+		return probs
+	}
+	c.OIDC.Issuer, c.OIDC.ClientID, c.OIDC.ClientSecret = id.URL, id.ClientID, Secret(id.ClientSecret)
+	for _, name := range []string{"oidc-issuer", "oidc-client-id", "oidc-client-secret"} {
+		c.origin[name] = src
+	}
+	return nil
 }
 
 func (c *Config) extSessionMgt(raw string, getenv Getenv) Problems {

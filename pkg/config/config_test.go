@@ -71,6 +71,33 @@ func TestApprouterEnvironment(t *testing.T) {
 	}
 }
 
+func TestIdentityBinding(t *testing.T) {
+	vcap := `{"identity":[{"name":"my-ias","label":"identity","credentials":{"url":"https://tenant.accounts.ondemand.com",
+		"clientid":"ias-client","clientsecret":"ias-secret","domains":["accounts.ondemand.com"],"app_tid":"t1"}}]}`
+	c, err := Load(nil, env("VCAP_SERVICES", vcap), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.OIDC.Issuer != "https://tenant.accounts.ondemand.com" || c.OIDC.ClientID != "ias-client" || string(c.OIDC.ClientSecret) != "ias-secret" {
+		t.Fatalf("oidc from the identity binding: %+v", c.OIDC)
+	}
+	if o := c.Origin("oidc-issuer"); o != `VCAP_SERVICES identity binding "my-ias"` {
+		t.Fatalf("origin %q", o)
+	}
+	c, err = Load(nil, env("VCAP_SERVICES", vcap, "EXTAUTHZ_OIDC_CLIENT_ID", "override"), &bytes.Buffer{})
+	if err != nil || c.OIDC.ClientID != "override" {
+		t.Fatalf("EXTAUTHZ_OIDC_CLIENT_ID must override the binding: %v %+v", err, c)
+	}
+	_, err = Load(nil, env("VCAP_SERVICES", vcap, "IAS_SERVICE_NAME", "other"), &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), `IAS_SERVICE_NAME: no such service binding named "other" (bound: my-ias)`) {
+		t.Fatalf("err = %v", err)
+	}
+	_, err = Load(nil, env("VCAP_SERVICES", `{"identity":[{"name":"x509-ias","credentials":{"url":"https://t.example","clientid":"c","credential-type":"X509_GENERATED"}}]}`), &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), `VCAP_SERVICES identity binding "x509-ias": credentials.credential-type: X509_GENERATED (mutual TLS) is not supported yet`) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
 func TestPrecedence(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "extauthz.yaml")
