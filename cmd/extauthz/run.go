@@ -97,6 +97,7 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 		Ready:           store.Ping,
 		Metrics:         metrics,
 		ShutdownTimeout: cfg.ShutdownTimeout,
+		Pprof:           cfg.Pprof,
 		Log:             log,
 	})
 }

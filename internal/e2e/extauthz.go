@@ -113,6 +113,16 @@ func (x *Extauthz) Start() error {
 	}
 }
 
+// PID is the process id of the running process.
+func (x *Extauthz) PID() (int, error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.cmd == nil || x.cmd.Process == nil {
+		return 0, fmt.Errorf("%s is not running", x.Name)
+	}
+	return x.cmd.Process.Pid, nil
+}
+
 // Kill ends the process with SIGKILL: no drain, no goodbye.
 func (x *Extauthz) Kill() { x.signal(syscall.SIGKILL) }
 

@@ -32,6 +32,7 @@ type Config struct {
 	LogLevel        slog.Level
 	LogFormat       string // json or text
 	ShutdownTimeout time.Duration
+	Pprof           bool
 
 	CookieName         string
 	SessionTimeout     time.Duration // idle
@@ -109,6 +110,9 @@ var settings = []setting{
 		func(c *Config, v string) error { return oneOf(&c.LogFormat, v, "json", "text") }},
 	{"shutdown-timeout", "EXTAUTHZ_SHUTDOWN_TIMEOUT", "15s", "on SIGTERM, how long in-flight checks may take to finish", false,
 		func(c *Config, v string) error { return duration(&c.ShutdownTimeout, v, false) }},
+
+	{"pprof", "EXTAUTHZ_PPROF", "false", "serve Go's /debug/pprof on the admin listener", false,
+		func(c *Config, v string) error { return boolean(&c.Pprof, v) }},
 
 	{"session-cookie-name", "SESSION_COOKIE_NAME", "JSESSIONID", "name of the session cookie (approuter)", false,
 		func(c *Config, v string) error { return cookieName(&c.CookieName, v) }},
@@ -370,6 +374,15 @@ func addr(dst *string, v string) error {
 		return fmt.Errorf("%q: bad port", v)
 	}
 	*dst = v
+	return nil
+}
+
+func boolean(dst *bool, v string) error {
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return fmt.Errorf("%q is not true or false", v)
+	}
+	*dst = b
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -35,7 +36,9 @@ type Options struct {
 	ShutdownTimeout time.Duration
 	// ReadyInterval is how often the gRPC health status follows Ready (default 2s).
 	ReadyInterval time.Duration
-	Log           *slog.Logger
+	// Pprof serves /debug/pprof on the admin listener.
+	Pprof bool
+	Log   *slog.Logger
 }
 
 const authService = "envoy.service.auth.v3.Authorization"
@@ -72,6 +75,11 @@ func Run(ctx context.Context, o Options) error {
 		fmt.Fprintln(w, "ready")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Metrics.Registry, promhttp.HandlerOpts{}))
+	if o.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	admin := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 
 	runCtx, stop := context.WithCancel(ctx)
