@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,11 +16,16 @@ import (
 
 // Metrics are extauthz's Prometheus metrics, on their own registry.
 type Metrics struct {
-	Registry  *prometheus.Registry
+	Registry *prometheus.Registry
+	// byOutcome caches the checks counter per label set: resolving labels
+	// hashes them, and every check would pay it.
+	byOutcome sync.Map // outcome -> prometheus.Counter
 	checks    *prometheus.CounterVec
 	latency   *prometheus.HistogramVec
 	storeOps  *prometheus.CounterVec
 	storeErrs *prometheus.CounterVec
+
+	allowLatency, denyLatency prometheus.Observer
 }
 
 // NewMetrics registers every metric, and the Go and process collectors.
@@ -44,19 +50,38 @@ func NewMetrics() *Metrics {
 			Help: "Session store operations that failed (not counting keys not found).",
 		}, []string{"op"}),
 	}
+	m.allowLatency, m.denyLatency = m.latency.WithLabelValues("allow"), m.latency.WithLabelValues("deny")
 	m.Registry.MustRegister(m.checks, m.latency, m.storeOps, m.storeErrs,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
+type outcome struct {
+	allow          bool
+	status         int
+	reason, tenant string
+}
+
 // ObserveCheck counts a decision and its latency.
 func (m *Metrics) ObserveCheck(d *authz.Decision, took time.Duration) {
-	decision := "deny"
-	if d.Allow {
-		decision = "allow"
+	o := outcome{d.Allow, d.Status, d.Reason, d.Tenant}
+	c, ok := m.byOutcome.Load(o)
+	if !ok {
+		c, _ = m.byOutcome.LoadOrStore(o, m.checks.WithLabelValues(decision(d.Allow), strconv.Itoa(d.Status), d.Reason, d.Tenant))
 	}
-	m.checks.WithLabelValues(decision, strconv.Itoa(d.Status), d.Reason, d.Tenant).Inc()
-	m.latency.WithLabelValues(decision).Observe(took.Seconds())
+	c.(prometheus.Counter).Inc()
+	if d.Allow {
+		m.allowLatency.Observe(took.Seconds())
+	} else {
+		m.denyLatency.Observe(took.Seconds())
+	}
+}
+
+func decision(allow bool) string {
+	if allow {
+		return "allow"
+	}
+	return "deny"
 }
 
 // InstrumentStore counts the operations and errors of a store.

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"runtime"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -52,6 +53,10 @@ func Run(ctx context.Context, o Options) error {
 	}
 	gs := grpc.NewServer(
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		// Checks run on a few long-lived goroutines instead of a new goroutine
+		// (and its stack growth) per request; write buffers are shared.
+		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
+		grpc.SharedWriteBuffer(true),
 	)
 	authv3.RegisterAuthorizationServer(gs, o.Authorization)
 	hs := health.NewServer()

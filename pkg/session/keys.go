@@ -1,6 +1,7 @@
 package session
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
@@ -11,6 +12,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
+	"sync"
 )
 
 // TokenSize is the size of the random secret a cookie carries (256 bits).
@@ -54,8 +57,29 @@ func (t *Token) hashHex() string {
 // cookies and seals records; every secret verifies and opens, so a secret can
 // be rotated without logging anyone out.
 type Keys struct {
-	mac  [][]byte // HMAC-SHA256 keys for cookie tags
-	seal [][]byte // HKDF input keys for sealing
+	mac  []*macPool // cookie tags: HMAC-SHA256 under a key derived from each secret
+	seal []*macPool // record keys: HMAC-SHA256(seal key, label || token), a PRF
+}
+
+// macPool reuses keyed HMAC states: building one costs two hash blocks and
+// several allocations, on every check otherwise.
+type macPool struct{ p sync.Pool }
+
+func newMACPool(key []byte) *macPool {
+	k := bytes.Clone(key)
+	return &macPool{p: sync.Pool{New: func() any { return hmac.New(sha256.New, k) }}}
+}
+
+// sum appends HMAC(key, parts...) to dst.
+func (mp *macPool) sum(dst []byte, parts ...[]byte) []byte {
+	m := mp.p.Get().(hash.Hash)
+	m.Reset()
+	for _, p := range parts {
+		m.Write(p)
+	}
+	dst = m.Sum(dst)
+	mp.p.Put(m)
+	return dst
 }
 
 // ErrInvalidCookie is returned for a cookie that is malformed or whose tag
@@ -83,16 +107,14 @@ func NewKeys(secrets ...[]byte) (*Keys, error) {
 		if err != nil {
 			return nil, err
 		}
-		k.mac = append(k.mac, mac)
-		k.seal = append(k.seal, seal)
+		k.mac = append(k.mac, newMACPool(mac))
+		k.seal = append(k.seal, newMACPool(seal))
 	}
 	return k, nil
 }
 
-func tag(key []byte, t *Token, dst []byte) []byte {
-	m := hmac.New(sha256.New, key)
-	m.Write(t[:])
-	return m.Sum(dst)[:len(dst)+tagSize]
+func tag(key *macPool, t *Token, dst []byte) []byte {
+	return key.sum(dst, t[:])[:len(dst)+tagSize]
 }
 
 // EncodeCookie returns the cookie value for a token: base64url(token || tag).
@@ -125,11 +147,14 @@ func (k *Keys) DecodeCookie(v string) (Token, error) {
 	return Token{}, ErrInvalidCookie
 }
 
+var recordLabel = []byte("extauthz record v1")
+
+// aead is AES-256-GCM under the record key of token t for secret i: a PRF
+// (HMAC-SHA256) of the token under a key derived from the secret, so every
+// session has its own key and neither Redis nor the cookie alone opens it.
 func (k *Keys) aead(i int, t *Token) (cipher.AEAD, error) {
-	key, err := hkdf.Key(sha256.New, k.seal[i], t[:], "extauthz record", 32)
-	if err != nil {
-		return nil, err
-	}
+	var buf [sha256.Size]byte
+	key := k.seal[i].sum(buf[:0], recordLabel, t[:])
 	block, err := aes.NewCipher(key)
 	if err != nil {
 		return nil, err
