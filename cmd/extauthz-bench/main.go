@@ -54,6 +54,7 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "load duration per measurement")
 	flag.StringVar(&o.jsonOut, "json", "bench-results/bench.json", "where to write the results as JSON (empty: nowhere)")
 	flag.StringVar(&o.profile, "cpuprofile", "", "write the server's CPU profile during the load at the highest concurrency to this file")
+	flag.StringVar(&o.bin, "extauthz", "", "an extauthz binary to measure (default: build ./cmd/extauthz)")
 	flag.IntVar(&o.scale, "scale-sessions", 1_000_000, "keys in Redis for the latency-vs-size measurement (0: skip)")
 	flag.Parse()
 	if err := bench(ctx, o, os.Stdout); err != nil {
@@ -68,6 +69,7 @@ type options struct {
 	duration time.Duration
 	jsonOut  string
 	profile  string
+	bin      string
 	scale    int
 }
 
@@ -122,9 +124,11 @@ func bench(ctx context.Context, o options, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	bin, err := e2e.BuildExtauthz(root, dir)
-	if err != nil {
-		return err
+	bin := o.bin
+	if bin == "" {
+		if bin, err = e2e.BuildExtauthz(root, dir); err != nil {
+			return err
+		}
 	}
 	srv, err := redistest.Start(dir, "--enable-debug-command", "yes")
 	if err != nil {

@@ -28,6 +28,14 @@ type Request struct {
 	Headers map[string]string
 }
 
+// RequestHeaders are the request headers the engine reads (lower-case).
+// Adapters may drop every other header; Envoy's allowed_headers must let
+// these through.
+var RequestHeaders = []string{
+	":authority", ":method", ":path", ":scheme",
+	"cookie", "x-forwarded-proto", "x-requested-with", "sec-fetch-mode",
+}
+
 // Header is one HTTP header.
 type Header struct{ Name, Value string }
 

@@ -40,13 +40,17 @@ func NewService(engine Engine, obs Observer, log *slog.Logger) *Service {
 	return &Service{engine: engine, obs: obs, log: log}
 }
 
-// Check implements the Authorization service.
+// Check implements the Authorization service on the generated types (the
+// server uses Register's faster decoding; both give the same answer).
 func (s *Service) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	return s.check(ctx, requestFromCheck(req)), nil
+}
+
+func (s *Service) check(ctx context.Context, r *authz.Request) *authv3.CheckResponse {
 	start := time.Now()
-	r := requestFromCheck(req)
 	d := s.engine.Check(ctx, r)
 	observe(ctx, s.obs, s.log, "grpc", r, d, start)
-	return CheckResponse(d), nil
+	return CheckResponse(d)
 }
 
 // observe records metrics and the debug line of one decision. The line never
@@ -65,44 +69,64 @@ func observe(ctx context.Context, obs Observer, log *slog.Logger, proto string, 
 	}
 }
 
+// requestFromCheck reads what the engine needs from a CheckRequest.
 func requestFromCheck(req *authv3.CheckRequest) *authz.Request {
 	h := req.GetAttributes().GetRequest().GetHttp()
-	headers := h.GetHeaders()
-	if len(headers) == 0 && len(h.GetHeaderMap().GetHeaders()) > 0 {
+	r := &authz.Request{
+		Method: h.GetMethod(), Scheme: h.GetScheme(), Host: h.GetHost(), Path: h.GetPath(),
+		Headers: make(map[string]string, 8),
+	}
+	if len(h.GetHeaders()) > 0 {
+		for k, v := range h.GetHeaders() {
+			if wanted([]byte(k)) {
+				r.Headers[k] = v
+			}
+		}
+	} else {
 		// encode_raw_headers: values as bytes, repeated headers as entries.
-		headers = make(map[string]string, len(h.GetHeaderMap().GetHeaders()))
 		for _, hv := range h.GetHeaderMap().GetHeaders() {
-			k := strings.ToLower(hv.GetKey())
-			v := string(hv.GetRawValue())
-			if v == "" {
-				v = hv.GetValue()
+			v := hv.GetValue()
+			if len(hv.GetRawValue()) > 0 {
+				v = string(hv.GetRawValue())
 			}
-			if prev, ok := headers[k]; ok {
-				sep := ","
-				if k == "cookie" {
-					sep = "; "
-				}
-				v = prev + sep + v
-			}
-			headers[k] = v
+			addHeader(r.Headers, strings.ToLower(hv.GetKey()), v)
 		}
 	}
-	r := &authz.Request{
-		Method: h.GetMethod(), Scheme: h.GetScheme(), Host: h.GetHost(), Path: h.GetPath(), Headers: headers,
+	fillFromPseudoHeaders(r)
+	return r
+}
+
+// addHeader adds a repeated header as Envoy joins them: cookies with "; ",
+// others with ",". Headers the engine does not read are dropped.
+func addHeader(headers map[string]string, k, v string) {
+	if !wanted([]byte(k)) {
+		return
 	}
+	if prev, ok := headers[k]; ok {
+		sep := ","
+		if k == "cookie" {
+			sep = "; "
+		}
+		v = prev + sep + v
+	}
+	headers[k] = v
+}
+
+// fillFromPseudoHeaders takes method, host, path and scheme from the
+// pseudo-headers when the attributes lack them.
+func fillFromPseudoHeaders(r *authz.Request) {
 	if r.Method == "" {
-		r.Method = headers[":method"]
+		r.Method = r.Headers[":method"]
 	}
 	if r.Host == "" {
-		r.Host = headers[":authority"]
+		r.Host = r.Headers[":authority"]
 	}
 	if r.Path == "" {
-		r.Path = headers[":path"]
+		r.Path = r.Headers[":path"]
 	}
 	if r.Scheme == "" {
-		r.Scheme = headers[":scheme"]
+		r.Scheme = r.Headers[":scheme"]
 	}
-	return r
 }
 
 // CheckResponse renders a decision as Envoy's CheckResponse.

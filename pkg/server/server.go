@@ -14,7 +14,6 @@ import (
 	"runtime"
 	"time"
 
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
@@ -29,7 +28,10 @@ type Options struct {
 	GRPC  net.Listener // Envoy's ext_authz gRPC
 	Admin net.Listener // /healthz, /readyz, /metrics
 
-	Authorization authv3.AuthorizationServer
+	// Register registers the gRPC services (Envoy's Authorization);
+	// GRPCOptions are the extra server options they need.
+	Register    func(grpc.ServiceRegistrar)
+	GRPCOptions []grpc.ServerOption
 	// Ready reports whether the session store answers.
 	Ready   func(ctx context.Context) error
 	Metrics *Metrics
@@ -42,6 +44,7 @@ type Options struct {
 	Log   *slog.Logger
 }
 
+// authService is the health-checked service name Envoy's grpc_health_check uses.
 const authService = "envoy.service.auth.v3.Authorization"
 
 // Run serves until ctx is canceled, then stops accepting, lets in-flight
@@ -51,14 +54,14 @@ func Run(ctx context.Context, o Options) error {
 	if o.ReadyInterval <= 0 {
 		o.ReadyInterval = 2 * time.Second
 	}
-	gs := grpc.NewServer(
+	gs := grpc.NewServer(append([]grpc.ServerOption{
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		// Checks run on a few long-lived goroutines instead of a new goroutine
 		// (and its stack growth) per request; write buffers are shared.
 		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
 		grpc.SharedWriteBuffer(true),
-	)
-	authv3.RegisterAuthorizationServer(gs, o.Authorization)
+	}, o.GRPCOptions...)...)
+	o.Register(gs)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
