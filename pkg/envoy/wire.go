@@ -180,7 +180,7 @@ func fields(b []byte, f func(protowire.Number, []byte) error) error {
 // into an *authz.Request.
 type codec struct{ proto encoding.CodecV2 }
 
-func (c codec) Name() string                            { return "proto" }
+func (c codec) Name() string                           { return "proto" }
 func (c codec) Marshal(v any) (mem.BufferSlice, error) { return c.proto.Marshal(v) }
 func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
 	r, ok := v.(*authz.Request)
