@@ -30,8 +30,9 @@ demo: deps ## End to end on this machine: Redis, Ory Hydra, extauthz; log in, re
 	$(GO) run ./cmd/extauthz-demo
 
 .PHONY: bench
-bench: ## Microbenchmarks of the hot path (cookie codec, sealing, engine decision)
-	$(GO) test -run '^$$' -bench . -benchmem ./pkg/session/ ./pkg/authz/
+bench: deps ## Load the real binary on a real Redis (table + bench-results/bench.json), then the microbenchmarks
+	$(GO) run ./cmd/extauthz-bench
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 1s ./pkg/session/ ./pkg/authz/
 
 .PHONY: lint
 lint: ## gofmt and go vet
