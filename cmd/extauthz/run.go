@@ -92,13 +92,20 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 	if err != nil {
 		return fmt.Errorf("grpc listener: %w", err)
 	}
+	httpLis, err := lc.Listen(ctx, "tcp", cfg.HTTPAddr)
+	if err != nil {
+		grpcLis.Close()
+		return fmt.Errorf("http listener: %w", err)
+	}
 	adminLis, err := lc.Listen(ctx, "tcp", cfg.AdminAddr)
 	if err != nil {
 		grpcLis.Close()
+		httpLis.Close()
 		return fmt.Errorf("admin listener: %w", err)
 	}
 	return server.Run(ctx, server.Options{
-		GRPC: grpcLis, Admin: adminLis,
+		GRPC: grpcLis, HTTP: httpLis, Admin: adminLis,
+		HTTPHandler:     envoy.NewHTTPHandler(engine, metrics, log, cfg.HTTPPathPrefix),
 		Register:        envoy.NewService(engine, metrics, log).Register,
 		GRPCOptions:     envoy.ServerOptions(),
 		Ready:           store.Ping,

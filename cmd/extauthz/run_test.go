@@ -54,12 +54,12 @@ func mapEnv(m map[string]string) func(string) string { return func(k string) str
 // as Envoy and a monitoring system would.
 func TestRunServesOverRealConnections(t *testing.T) {
 	redis := redistest.Run(t)
-	grpcAddr, adminAddr := freeAddr(t), freeAddr(t)
+	grpcAddr, httpAddr, adminAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	env := map[string]string{
 		"EXT_SESSION_MGT": `{"instanceName":"my-redis","storageType":"redis","sessionSecret":"` + strings.Repeat("x", 64) + `"}`,
 		"VCAP_SERVICES": fmt.Sprintf(`{"redis-cache":[{"name":"my-redis","label":"redis-cache","tags":["cache"],
 			"credentials":{"hostname":"127.0.0.1","port":%d,"password":"","tls":false,"cluster_mode":false}}]}`, redis.Port),
-		"EXTAUTHZ_GRPC_ADDR": grpcAddr, "EXTAUTHZ_ADMIN_ADDR": adminAddr, "EXTAUTHZ_LOG_LEVEL": "debug",
+		"EXTAUTHZ_GRPC_ADDR": grpcAddr, "EXTAUTHZ_HTTP_ADDR": httpAddr, "EXTAUTHZ_ADMIN_ADDR": adminAddr, "EXTAUTHZ_LOG_LEVEL": "debug",
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -119,8 +119,22 @@ func TestRunServesOverRealConnections(t *testing.T) {
 		t.Fatalf("Check: status %v, want 401", got)
 	}
 
+	// The HTTP protocol: the same request, the same answer.
+	hreq, _ := http.NewRequest("GET", "http://"+httpAddr+"/api?code=should-not-be-logged", nil)
+	hreq.Host = "app.example.com"
+	hreq.Header.Set("X-Requested-With", "XMLHttpRequest")
+	hreq.Header.Set("Cookie", "JSESSIONID=garbage-cookie-value")
+	hresp, err := http.DefaultClient.Do(hreq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hresp.Body.Close()
+	if hresp.StatusCode != 401 {
+		t.Fatalf("HTTP check: status %d, want 401", hresp.StatusCode)
+	}
+
 	// Admin endpoints.
-	for path, want := range map[string]string{"/healthz": "ok", "/readyz": "ready", "/metrics": `extauthz_checks_total{decision="deny",reason="invalid_session",status="401",tenant=""} 1`} {
+	for path, want := range map[string]string{"/healthz": "ok", "/readyz": "ready", "/metrics": `extauthz_checks_total{decision="deny",reason="invalid_session",status="401",tenant=""} 2`} {
 		r, err := http.Get("http://" + adminAddr + path)
 		if err != nil {
 			t.Fatal(err)

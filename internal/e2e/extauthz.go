@@ -34,6 +34,7 @@ func BuildExtauthz(root, dir string) (string, error) {
 type Extauthz struct {
 	Name      string
 	GRPCAddr  string
+	HTTPAddr  string
 	AdminAddr string
 
 	bin  string
@@ -55,12 +56,16 @@ func StartExtauthz(name, bin string, env map[string]string, logw io.Writer) (*Ex
 	if err != nil {
 		return nil, err
 	}
+	hp, err := redistest.FreePort()
+	if err != nil {
+		return nil, err
+	}
 	ap, err := redistest.FreePort()
 	if err != nil {
 		return nil, err
 	}
 	x := &Extauthz{
-		Name: name, GRPCAddr: fmt.Sprintf("127.0.0.1:%d", gp), AdminAddr: fmt.Sprintf("127.0.0.1:%d", ap),
+		Name: name, GRPCAddr: fmt.Sprintf("127.0.0.1:%d", gp), HTTPAddr: fmt.Sprintf("127.0.0.1:%d", hp), AdminAddr: fmt.Sprintf("127.0.0.1:%d", ap),
 		bin: bin, env: env, logw: logw,
 	}
 	x.conn, err = grpc.NewClient(x.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -79,7 +84,7 @@ func StartExtauthz(name, bin string, env map[string]string, logw io.Writer) (*Ex
 func (x *Extauthz) Start() error {
 	cmd := exec.Command(x.bin)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"),
-		"EXTAUTHZ_GRPC_ADDR=" + x.GRPCAddr, "EXTAUTHZ_ADMIN_ADDR=" + x.AdminAddr}
+		"EXTAUTHZ_GRPC_ADDR=" + x.GRPCAddr, "EXTAUTHZ_HTTP_ADDR=" + x.HTTPAddr, "EXTAUTHZ_ADMIN_ADDR=" + x.AdminAddr}
 	for k, v := range x.env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}

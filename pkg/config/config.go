@@ -28,6 +28,8 @@ import (
 // Config is everything extauthz needs to run.
 type Config struct {
 	GRPCAddr        string
+	HTTPAddr        string
+	HTTPPathPrefix  string
 	AdminAddr       string
 	LogLevel        slog.Level
 	LogFormat       string // json or text
@@ -102,6 +104,16 @@ type setting struct {
 var settings = []setting{
 	{"grpc-addr", "EXTAUTHZ_GRPC_ADDR", ":9001", "listen address of the Envoy ext_authz gRPC service", false,
 		func(c *Config, v string) error { return addr(&c.GRPCAddr, v) }},
+	{"http-addr", "EXTAUTHZ_HTTP_ADDR", ":9002", "listen address of the HTTP ext_authz protocol (Envoy http_service, Istio envoyExtAuthzHttp, nginx auth_request)", false,
+		func(c *Config, v string) error { return addr(&c.HTTPAddr, v) }},
+	{"http-path-prefix", "EXTAUTHZ_HTTP_PATH_PREFIX", "", "path prefix the proxy puts before the checked path (Envoy http_service path_prefix, Istio pathPrefix), cut before deciding", false,
+		func(c *Config, v string) error {
+			if v != "" {
+				return path(&c.HTTPPathPrefix, v)
+			}
+			c.HTTPPathPrefix = ""
+			return nil
+		}},
 	{"admin-addr", "EXTAUTHZ_ADMIN_ADDR", ":9003", "listen address of /healthz, /readyz and /metrics", false,
 		func(c *Config, v string) error { return addr(&c.AdminAddr, v) }},
 	{"log-level", "EXTAUTHZ_LOG_LEVEL", "info", "debug, info, warn or error (debug logs one line per decision)", false,

@@ -30,6 +30,8 @@ func (downStore) Get(context.Context, string, time.Duration) ([]byte, error) {
 	return nil, context.DeadlineExceeded
 }
 
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
 func newService(t *testing.T, store session.Store) (*envoy.Service, *session.Manager) {
 	keys, err := session.NewKeys([]byte(strings.Repeat("k", 64)))
 	if err != nil {

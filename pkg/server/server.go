@@ -26,7 +26,11 @@ import (
 // Options configure Run.
 type Options struct {
 	GRPC  net.Listener // Envoy's ext_authz gRPC
+	HTTP  net.Listener // Envoy's ext_authz HTTP protocol, nginx auth_request
 	Admin net.Listener // /healthz, /readyz, /metrics
+
+	// HTTPHandler serves the HTTP listener.
+	HTTPHandler http.Handler
 
 	// Register registers the gRPC services (Envoy's Authorization);
 	// GRPCOptions are the extra server options they need.
@@ -89,6 +93,7 @@ func Run(ctx context.Context, o Options) error {
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	admin := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	checks := &http.Server{Handler: o.HTTPHandler, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 5 * time.Minute}
 
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -105,27 +110,37 @@ func Run(ctx context.Context, o Options) error {
 		}
 		return nil
 	})
+	g.Go(func() error {
+		if err := checks.Serve(o.HTTP); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http listener %s: %w", o.HTTP.Addr(), err)
+		}
+		return nil
+	})
 	g.Go(func() error { followReadiness(gctx, hs, o.Ready, o.ReadyInterval); return nil })
 	g.Go(func() error {
 		<-gctx.Done()
 		o.Log.Info("shutting down: draining in-flight checks", "deadline", o.ShutdownTimeout)
 		hs.Shutdown() // health NOT_SERVING: Envoy stops sending new checks
+		deadline, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.ShutdownTimeout)
+		defer cancel()
 		drained := make(chan struct{})
 		go func() { gs.GracefulStop(); close(drained) }()
-		timer := time.NewTimer(o.ShutdownTimeout)
-		defer timer.Stop()
+		httpDrained := make(chan struct{})
+		go func() { _ = checks.Shutdown(deadline); close(httpDrained) }()
 		select {
 		case <-drained:
-		case <-timer.C:
+		case <-deadline.Done():
 			o.Log.Warn("shutdown deadline passed; cancelling the checks still running")
 			gs.Stop()
 		}
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-		defer cancel()
+		<-httpDrained
+		_ = checks.Close()
+		sctx, cancelAdmin := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancelAdmin()
 		_ = admin.Shutdown(sctx)
 		return nil
 	})
-	o.Log.Info("serving", "grpc", o.GRPC.Addr().String(), "admin", o.Admin.Addr().String())
+	o.Log.Info("serving", "grpc", o.GRPC.Addr().String(), "http", o.HTTP.Addr().String(), "admin", o.Admin.Addr().String())
 	return g.Wait()
 }
 

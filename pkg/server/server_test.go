@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/http"
 	"testing"
 	"time"
 
@@ -45,7 +46,7 @@ func start(t *testing.T, auth authv3.AuthorizationServer, shutdown time.Duration
 	done := make(chan error, 1)
 	go func() {
 		done <- Run(ctx, Options{
-			GRPC: g, Admin: listen(t), Register: func(r grpc.ServiceRegistrar) { authv3.RegisterAuthorizationServer(r, auth) }, Ready: func(context.Context) error { return nil },
+			GRPC: g, HTTP: listen(t), HTTPHandler: http.NotFoundHandler(), Admin: listen(t), Register: func(r grpc.ServiceRegistrar) { authv3.RegisterAuthorizationServer(r, auth) }, Ready: func(context.Context) error { return nil },
 			Metrics: NewMetrics(), ShutdownTimeout: shutdown, Log: slog.New(slog.NewTextHandler(t.Output(), nil)),
 		})
 	}()
@@ -104,7 +105,7 @@ func TestListenerErrorIsReturned(t *testing.T) {
 	g := listen(t)
 	g.Close() // a broken listener
 	err := Run(context.Background(), Options{
-		GRPC: g, Admin: listen(t), Register: func(r grpc.ServiceRegistrar) { authv3.RegisterAuthorizationServer(r, &slowAuth{}) }, Ready: func(context.Context) error { return nil },
+		GRPC: g, HTTP: listen(t), HTTPHandler: http.NotFoundHandler(), Admin: listen(t), Register: func(r grpc.ServiceRegistrar) { authv3.RegisterAuthorizationServer(r, &slowAuth{}) }, Ready: func(context.Context) error { return nil },
 		Metrics: NewMetrics(), ShutdownTimeout: time.Second, Log: slog.New(slog.NewTextHandler(t.Output(), nil)),
 	})
 	if err == nil || !errors.Is(err, net.ErrClosed) {
