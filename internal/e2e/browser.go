@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -35,6 +36,13 @@ type Browser struct {
 	envoy  *Extauthz
 	hydras []*Hydra
 	client *http.Client
+}
+
+// NewHTTPBrowser returns a browser that reaches the app over real HTTP (a
+// real proxy such as nginx in front of it) and logs in at one of hydras.
+// Response.Upstream is then what the app echoed: see AppEcho.
+func NewHTTPBrowser(subject string, hydras ...*Hydra) *Browser {
+	return NewBrowser(subject, nil, hydras...)
 }
 
 // NewBrowser returns a browser that reaches the app through envoy and logs
@@ -88,6 +96,12 @@ func (b *Browser) DeleteCookies(rawURL, prefix string) {
 // either forwards it upstream with the headers extauthz set, or answers with
 // extauthz's denied response. It applies Set-Cookie to the jar.
 func (b *Browser) Do(ctx context.Context, method, rawURL string, header http.Header) (*Response, error) {
+	b.mu.Lock()
+	envoy := b.envoy
+	b.mu.Unlock()
+	if envoy == nil {
+		return b.doHTTP(ctx, method, rawURL, header)
+	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, err
@@ -106,9 +120,6 @@ func (b *Browser) Do(ctx context.Context, method, rawURL string, header http.Hea
 	if len(cookies) > 0 {
 		headers["cookie"] = strings.Join(cookies, "; ")
 	}
-	b.mu.Lock()
-	envoy := b.envoy
-	b.mu.Unlock()
 	resp, err := envoy.Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
 		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
 			Method: method, Host: u.Host, Path: u.RequestURI(), Scheme: u.Scheme, Protocol: "HTTP/1.1", Headers: headers,
@@ -149,6 +160,46 @@ func (b *Browser) Do(ctx context.Context, method, rawURL string, header http.Hea
 	}
 	b.jar.SetCookies(u, (&http.Response{Header: http.Header{"Set-Cookie": out.Header.Values("set-cookie")}}).Cookies())
 	return out, nil
+}
+
+// doHTTP sends a real HTTP request; an app response (200 with the echo
+// header) has its echoed request headers in Upstream.
+func (b *Browser) doHTTP(ctx context.Context, method, rawURL string, header http.Header) (*Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, rawURL, nil)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	r, err := b.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Body.Close()
+	body, _ := io.ReadAll(r.Body)
+	out := &Response{Status: r.StatusCode, Header: r.Header, Body: string(body)}
+	if r.Header.Get(AppEchoHeader) != "" {
+		var echoed map[string][]string
+		if err := json.Unmarshal(body, &echoed); err != nil {
+			return nil, fmt.Errorf("app echo: %w", err)
+		}
+		out.Upstream = echoed
+	}
+	return out, nil
+}
+
+// AppEchoHeader marks the responses of AppEcho.
+const AppEchoHeader = "X-App-Echo"
+
+// AppEcho is a test app: it answers every request with the request headers
+// it received, as JSON.
+func AppEcho() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(AppEchoHeader, "1")
+		w.Header().Set("content-type", "application/json")
+		_ = json.NewEncoder(w).Encode(r.Header)
+	})
 }
 
 // Navigate opens rawURL like a browser: it follows redirects between the app
