@@ -143,3 +143,65 @@ func FuzzParseVCAP(f *testing.F) {
 		}
 	})
 }
+
+// TestParseDirAsTheBTPOperatorWritesIt: a binding folder yields the same
+// typed credentials as the VCAP_SERVICES entry of the same service.
+func TestParseDirAsTheBTPOperatorWritesIt(t *testing.T) {
+	bs, err := ParseDir("testdata/bindings")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bs) != 2 {
+		t.Fatalf("%d bindings, want 2", len(bs))
+	}
+	r, err := ByName(bs, "my-redis")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Label != "redis-cache" || !r.HasTag("cache") || r.InstanceName != "my-redis-instance" {
+		t.Fatalf("redis binding metadata: %+v", r)
+	}
+	if _, ok := r.Credentials["type"]; ok {
+		t.Fatal("metadata files must not be credentials")
+	}
+	got, err := RedisCredentials(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Redis{Addrs: []string{"redis.example.internal:6379"}, Password: "redis-pw", TLS: true}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+	x, _ := ByName(bs, "my-xsuaa")
+	if x.Label != "xsuaa" || x.Credentials["xsappname"] != "myapp!t123" {
+		t.Fatalf("xsuaa binding: %+v", x)
+	}
+}
+
+func TestParseDirErrors(t *testing.T) {
+	if _, err := ParseDir("testdata/none"); err == nil {
+		t.Fatal("a missing root must be an error")
+	}
+	dir := t.TempDir()
+	os.MkdirAll(dir+"/bad", 0o755)
+	os.WriteFile(dir+"/bad/.metadata", []byte(`{"credentialProperties":[{"name":"port","format":"json"}]}`), 0o644)
+	os.WriteFile(dir+"/bad/port", []byte("not json"), 0o644)
+	if _, err := ParseDir(dir); err == nil || !strings.Contains(err.Error(), "bad: port: .metadata says JSON") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func FuzzParseDirFile(f *testing.F) {
+	f.Add(`{"credentialProperties":[{"name":"tls","format":"json"}]}`, "true")
+	f.Add(`{`, "x")
+	f.Fuzz(func(t *testing.T, meta, value string) {
+		dir := t.TempDir()
+		os.MkdirAll(dir+"/b", 0o755)
+		os.WriteFile(dir+"/b/.metadata", []byte(meta), 0o644)
+		os.WriteFile(dir+"/b/tls", []byte(value), 0o644)
+		bs, err := ParseDir(dir)
+		if err == nil && len(bs) == 1 {
+			_, _ = RedisCredentials(bs[0]) // must not panic
+		}
+	})
+}

@@ -615,19 +615,31 @@ func (c *Config) loadApprouterEnv(getenv Getenv) Problems {
 	return append(probs, mgt...)
 }
 
+// bindings reads the service bindings: VCAP_SERVICES on Cloud Foundry, else
+// the binding folders under SERVICE_BINDING_ROOT on Kubernetes (Kyma). where
+// names the source, "" when there is none.
+func bindings(getenv Getenv) (bs []binding.Binding, where string, err error) {
+	if vcap, ok := lookup(getenv, "VCAP_SERVICES"); ok {
+		bs, err = binding.ParseVCAP(vcap)
+		return bs, "VCAP_SERVICES", err
+	}
+	if root, ok := lookup(getenv, "SERVICE_BINDING_ROOT"); ok {
+		bs, err = binding.ParseDir(root)
+		return bs, "SERVICE_BINDING_ROOT", err
+	}
+	return nil, "", nil
+}
+
 // identityBinding takes the identity provider from an IAS binding in
 // VCAP_SERVICES: the one named by IAS_SERVICE_NAME, else the first with
 // label "identity". EXTAUTHZ_OIDC_* variables override it.
 func (c *Config) identityBinding(getenv Getenv) Problems {
-	vcap, ok := lookup(getenv, "VCAP_SERVICES")
-	if !ok {
-		return nil
-	}
-	bs, err := binding.ParseVCAP(vcap)
-	if err != nil {
+	bs, where, err := bindings(getenv)
+	if err != nil || where == "" {
 		return nil // reported with the Redis binding when it matters
 	}
 	var b binding.Binding
+	var ok bool
 	if name, named := lookup(getenv, "IAS_SERVICE_NAME"); named {
 		if b, err = binding.ByName(bs, name); err != nil {
 			return Problems{fmt.Sprintf("IAS_SERVICE_NAME: %v", err)}
@@ -636,7 +648,7 @@ func (c *Config) identityBinding(getenv Getenv) Problems {
 		return nil
 	}
 	id, err := binding.IdentityCredentials(b)
-	src := "VCAP_SERVICES identity binding " + strconv.Quote(b.Name)
+	src := where + " identity binding " + strconv.Quote(b.Name)
 	if err != nil {
 		var probs Problems
 		for _, line := range strings.Split(err.Error(), "\n") {
@@ -714,13 +726,12 @@ func (c *Config) extSessionMgt(raw string, getenv Getenv) Problems {
 	if name == "" {
 		return probs
 	}
-	vcap, ok := lookup(getenv, "VCAP_SERVICES")
-	if !ok {
-		return append(probs, fmt.Sprintf("%s.instanceName: %q names a binding, but VCAP_SERVICES is not set", src, name))
-	}
-	bs, err := binding.ParseVCAP(vcap)
+	bs, where, err := bindings(getenv)
 	if err != nil {
-		return append(probs, fmt.Sprintf("VCAP_SERVICES: %v", err))
+		return append(probs, fmt.Sprintf("%s: %v", where, err))
+	}
+	if where == "" {
+		return append(probs, fmt.Sprintf("%s.instanceName: %q names a binding, but neither VCAP_SERVICES nor SERVICE_BINDING_ROOT is set", src, name))
 	}
 	b, err := binding.ByName(bs, name)
 	if err != nil {
@@ -729,13 +740,13 @@ func (c *Config) extSessionMgt(raw string, getenv Getenv) Problems {
 	creds, err := binding.RedisCredentials(b)
 	if err != nil {
 		for _, line := range strings.Split(err.Error(), "\n") {
-			probs = append(probs, fmt.Sprintf("VCAP_SERVICES %s: %s", name, line))
+			probs = append(probs, fmt.Sprintf("%s %s: %s", where, name, line))
 		}
 		return probs
 	}
 	r.Addrs, r.Username, r.Password = creds.Addrs, creds.Username, Secret(creds.Password)
 	r.TLS, r.CA, r.Cluster, r.MasterName = creds.TLS, creds.CA, creds.Cluster, creds.MasterName
-	r.Source = "VCAP_SERVICES binding " + strconv.Quote(name)
+	r.Source = where + " binding " + strconv.Quote(name)
 	return probs
 }
 

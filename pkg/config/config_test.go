@@ -71,6 +71,16 @@ func TestApprouterEnvironment(t *testing.T) {
 	}
 }
 
+func TestBindingFoldersOnKyma(t *testing.T) {
+	c, err := Load(nil, env("SERVICE_BINDING_ROOT", "../binding/testdata/bindings", "EXT_SESSION_MGT", mgtJSON("")), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Redis == nil || c.Redis.Addrs[0] != "redis.example.internal:6379" || !c.Redis.TLS || c.Redis.Source != `SERVICE_BINDING_ROOT binding "my-redis"` {
+		t.Fatalf("redis from the binding folder: %+v", c.Redis)
+	}
+}
+
 func TestIdentityBinding(t *testing.T) {
 	vcap := `{"identity":[{"name":"my-ias","label":"identity","credentials":{"url":"https://tenant.accounts.ondemand.com",
 		"clientid":"ias-client","clientsecret":"ias-secret","domains":["accounts.ondemand.com"],"app_tid":"t1"}}]}`
@@ -181,7 +191,9 @@ func TestInvalid(t *testing.T) {
 		{"instance not bound", nil, env("EXT_SESSION_MGT", mgtJSON(""), "VCAP_SERVICES", `{"redis-cache":[{"name":"other","credentials":{"hostname":"h"}}]}`),
 			[]string{`EXT_SESSION_MGT.instanceName: no such service binding named "my-redis" (bound: other)`}},
 		{"no VCAP_SERVICES", nil, env("EXT_SESSION_MGT", mgtJSON("")),
-			[]string{`EXT_SESSION_MGT.instanceName: "my-redis" names a binding, but VCAP_SERVICES is not set`}},
+			[]string{`EXT_SESSION_MGT.instanceName: "my-redis" names a binding, but neither VCAP_SERVICES nor SERVICE_BINDING_ROOT is set`}},
+		{"binding folder missing", nil, env("EXT_SESSION_MGT", mgtJSON(""), "SERVICE_BINDING_ROOT", "/nonexistent/bindings"),
+			[]string{"SERVICE_BINDING_ROOT: open /nonexistent/bindings: no such file or directory"}},
 		{"bad binding credentials", nil, env("EXT_SESSION_MGT", mgtJSON(""), "VCAP_SERVICES", `{"redis-cache":[{"name":"my-redis","credentials":{"hostname":"h","port":"x","tls":"perhaps"}}]}`),
 			[]string{`VCAP_SERVICES my-redis: credentials.port: "x" is not a port`, `VCAP_SERVICES my-redis: credentials.tls: "perhaps" is not true or false`}},
 		{"redis without secret", nil, env("EXTAUTHZ_REDIS_URL", "redis://127.0.0.1:6379"),
