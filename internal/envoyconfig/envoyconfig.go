@@ -1,0 +1,137 @@
+// Package envoyconfig validates Envoy bootstrap configurations: the YAML
+// decodes into Envoy's Bootstrap proto (unknown fields and unknown
+// typed_config types fail), passes ValidateAll — and so does every
+// typed_config inside it —, sets no deprecated field and no
+// failure_mode_allow, and every cluster a route or a filter names exists.
+package envoyconfig
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/descriptorpb"
+	"google.golang.org/protobuf/types/known/anypb"
+	"sigs.k8s.io/yaml"
+)
+
+type validator interface{ ValidateAll() error }
+
+// Report is what Validate found.
+type Report struct {
+	Clusters        []string
+	ExtAuthzFilters int
+	Validated       int // typed messages whose ValidateAll ran
+}
+
+// Validate checks one Envoy bootstrap YAML document.
+func Validate(doc []byte) (*Report, error) {
+	j, err := yaml.YAMLToJSON(doc)
+	if err != nil {
+		return nil, err
+	}
+	var b bootstrapv3.Bootstrap
+	if err := protojson.Unmarshal(j, &b); err != nil {
+		return nil, fmt.Errorf("does not decode into envoy.config.bootstrap.v3.Bootstrap: %w", err)
+	}
+	rep := &Report{}
+	for _, c := range b.GetStaticResources().GetClusters() {
+		rep.Clusters = append(rep.Clusters, c.GetName())
+	}
+	var named []string // clusters that routes and filters refer to
+	err = walk(b.ProtoReflect(), "bootstrap", func(m protoreflect.Message, path string) error {
+		var err error
+		m.Range(func(fd protoreflect.FieldDescriptor, _ protoreflect.Value) bool {
+			if opts, ok := fd.Options().(*descriptorpb.FieldOptions); ok && opts.GetDeprecated() {
+				err = fmt.Errorf("%s.%s is deprecated", path, fd.Name())
+			}
+			return err == nil
+		})
+		if err != nil {
+			return err
+		}
+		if v, ok := m.Interface().(validator); ok && m.Interface() != proto.Message(&b) {
+			rep.Validated++
+			if err := v.ValidateAll(); err != nil {
+				return fmt.Errorf("%s: %w", path, err)
+			}
+		}
+		switch x := m.Interface().(type) {
+		case *routev3.RouteAction:
+			named = append(named, x.GetCluster())
+		case *extauthzv3.ExtAuthz:
+			rep.ExtAuthzFilters++
+			if x.GetFailureModeAllow() {
+				return fmt.Errorf("%s: failure_mode_allow lets requests through when extauthz is down", path)
+			}
+			if c := x.GetGrpcService().GetEnvoyGrpc().GetClusterName(); c != "" {
+				named = append(named, c)
+			}
+			if c := x.GetHttpService().GetServerUri().GetCluster(); c != "" {
+				named = append(named, c)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := b.ValidateAll(); err != nil {
+		return nil, fmt.Errorf("Bootstrap.ValidateAll: %w", err)
+	}
+	var errs []error
+	for _, c := range named {
+		if !slices.Contains(rep.Clusters, c) {
+			errs = append(errs, fmt.Errorf("cluster %q is used but not defined (defined: %v)", c, rep.Clusters))
+		}
+	}
+	return rep, errors.Join(errs...)
+}
+
+// walk visits m and every message inside it, unpacking google.protobuf.Any.
+func walk(m protoreflect.Message, path string, visit func(protoreflect.Message, string) error) error {
+	if any, ok := m.Interface().(*anypb.Any); ok {
+		inner, err := any.UnmarshalNew()
+		if err != nil {
+			return fmt.Errorf("%s: typed_config %s: %w", path, any.GetTypeUrl(), err)
+		}
+		return walk(inner.ProtoReflect(), path+"("+string(inner.ProtoReflect().Descriptor().FullName())+")", visit)
+	}
+	if err := visit(m, path); err != nil {
+		return err
+	}
+	var err error
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		p := path + "." + string(fd.Name())
+		switch {
+		case fd.IsMap():
+			if fd.MapValue().Kind() == protoreflect.MessageKind {
+				v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+					err = walk(mv.Message(), p+"["+k.String()+"]", visit)
+					return err == nil
+				})
+			}
+		case fd.IsList():
+			if fd.Kind() == protoreflect.MessageKind {
+				for i := range v.List().Len() {
+					if err = walk(v.List().Get(i).Message(), fmt.Sprintf("%s[%d]", p, i), visit); err != nil {
+						break
+					}
+				}
+			}
+		case fd.Kind() == protoreflect.MessageKind:
+			err = walk(v.Message(), p, visit)
+		}
+		return err == nil
+	})
+	return err
+}
