@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -179,38 +180,31 @@ func bench(ctx context.Context, o options, w io.Writer) error {
 		if err != nil {
 			return err
 		}
-		cpu0, _ := cpuTime(pid)
-		allocs0, _ := serverMallocs(x)
-		cmds0, _ := redisCommands(ctx, rdb)
 		var prof chan error
 		if o.profile != "" && c == concs[len(concs)-1] {
 			prof = make(chan error, 1)
 			go func() { prof <- fetchProfile(x, o.duration-time.Second, o.profile) }()
 		}
-		res := load(ctx, c, o.duration, check(conns, cookies))
+		res := measureServer(ctx, pid, x, rdb, c, o.duration, check(conns, cookies))
 		if prof != nil {
 			if err := <-prof; err != nil {
 				return err
 			}
 		}
-		cpu1, _ := cpuTime(pid)
-		allocs1, _ := serverMallocs(x)
-		cmds1, _ := redisCommands(ctx, rdb)
 		for _, cc := range conns {
 			cc.Close()
 		}
 		res.Name, res.Concurrency = "grpc check (valid session)", c
 		res.FloorPerSec = floor.PerSecond
 		res.RatioToFloor = res.PerSecond / floor.PerSecond
-		if res.Ops > 0 {
-			res.CPUusPerCheck = float64((cpu1 - cpu0).Microseconds()) / float64(res.Ops)
-			res.AllocsPerChk = (allocs1 - allocs0) / float64(res.Ops)
-			res.RedisCmdsPer = (cmds1 - cmds0) / float64(res.Ops)
-		}
+		hres := measureServer(ctx, pid, x, rdb, c, o.duration, httpCheck(x.HTTPAddr, c, cookies))
+		hres.Name, hres.Concurrency = "http check (valid session)", c
+		hres.FloorPerSec = floor.PerSecond
+		hres.RatioToFloor = hres.PerSecond / floor.PerSecond
 		floor.Name, floor.Concurrency = "raw redis GET (floor)", c
-		rep.Results = append(rep.Results, res, floor)
-		fmt.Fprintf(w, "  concurrency %3d: %8.0f checks/s  p99 %6.0f µs  (floor %8.0f GET/s, ratio %.2f)\n",
-			c, res.PerSecond, res.P99us, floor.PerSecond, res.RatioToFloor)
+		rep.Results = append(rep.Results, res, hres, floor)
+		fmt.Fprintf(w, "  concurrency %3d: grpc %8.0f checks/s p99 %6.0f µs; http %8.0f checks/s p99 %6.0f µs; floor %8.0f GET/s\n",
+			c, res.PerSecond, res.P99us, hres.PerSecond, hres.P99us, floor.PerSecond)
 	}
 	rep.PeakRSSKiB, _ = peakRSS(pid)
 
@@ -383,6 +377,46 @@ func check(conns []*grpc.ClientConn, cookies []string) op {
 }
 
 type rawMessage []byte
+
+// httpCheck asks the HTTP protocol listener, as Envoy's http_service does.
+func httpCheck(addr string, c int, cookies []string) op {
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: c, MaxIdleConns: c}}
+	return func(ctx context.Context, worker, i int) error {
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/api/orders?top=10", nil)
+		req.Host = "app.example.com"
+		req.Header.Set("Cookie", "theme=dark; JSESSIONID="+cookies[(worker*7919+i)%len(cookies)]+"; lang=en")
+		req.Header.Set("X-Forwarded-Proto", "https")
+		req.Header.Set("Sec-Fetch-Mode", "cors")
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("denied: %d", resp.StatusCode)
+		}
+		return nil
+	}
+}
+
+// measureServer runs a load and adds the server's CPU, allocations and
+// Redis commands per operation.
+func measureServer(ctx context.Context, pid int, x *e2e.Extauthz, rdb *redis.Client, c int, d time.Duration, f op) Result {
+	cpu0, _ := cpuTime(pid)
+	allocs0, _ := serverMallocs(x)
+	cmds0, _ := redisCommands(ctx, rdb)
+	res := load(ctx, c, d, f)
+	cpu1, _ := cpuTime(pid)
+	allocs1, _ := serverMallocs(x)
+	cmds1, _ := redisCommands(ctx, rdb)
+	if res.Ops > 0 {
+		res.CPUusPerCheck = float64((cpu1 - cpu0).Microseconds()) / float64(res.Ops)
+		res.AllocsPerChk = (allocs1 - allocs0) / float64(res.Ops)
+		res.RedisCmdsPer = (cmds1 - cmds0) / float64(res.Ops)
+	}
+	return res
+}
 
 // rawCodec passes pre-encoded messages through.
 type rawCodec struct{}
