@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/extauthz/extauthz/pkg/authz"
 	"github.com/extauthz/extauthz/pkg/config"
 	"github.com/extauthz/extauthz/pkg/envoy"
@@ -150,6 +152,7 @@ func newStore(cfg *config.Config, log *slog.Logger) (session.Store, func(), erro
 		}
 		opt.TLS = tc
 	}
+	redis.SetLogger(redisstore.SlogLogger{Log: log})
 	s, err := redisstore.New(opt)
 	if err != nil {
 		return nil, nil, err

@@ -4,6 +4,7 @@ package redistest
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -25,6 +26,8 @@ type Server struct {
 	args []string
 	cmd  *exec.Cmd
 	log  string
+	// tls, when set, is how ping connects (a TLS-only server).
+	tls *tls.Config
 }
 
 // Binary returns the path of redis-server, or an error that says how to get it.
@@ -87,6 +90,42 @@ func Start(dir string, extra ...string) (*Server, error) {
 	return s, nil
 }
 
+// StartTLS runs a TLS-only redis-server with the PKI's server certificate;
+// with clientCerts, clients must present a certificate of the CA.
+func StartTLS(dir string, p *PKI, clientCerts bool) (*Server, error) {
+	bin, err := Binary()
+	if err != nil {
+		return nil, err
+	}
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	d, err := os.MkdirTemp(dir, "redis-tls-")
+	if err != nil {
+		return nil, err
+	}
+	auth := "no"
+	if clientCerts {
+		auth = "yes"
+	}
+	ct, err := p.ClientTLS()
+	if err != nil {
+		return nil, err
+	}
+	ct.InsecureSkipVerify = true // readiness only; the tests check certificates themselves
+	s := &Server{Addr: "127.0.0.1:" + strconv.Itoa(port), Port: port, Dir: d, log: filepath.Join(d, "redis.log"), tls: ct}
+	s.args = []string{
+		"--port", "0", "--tls-port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", d,
+		"--tls-cert-file", p.CertFile, "--tls-key-file", p.KeyFile, "--tls-ca-cert-file", p.CAFile,
+		"--tls-auth-clients", auth, "--save", "", "--appendonly", "no", "--logfile", s.log,
+	}
+	if err := s.start(bin); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
 // Run is Start for a test: it stops the server when the test ends.
 func Run(t testing.TB, extra ...string) *Server {
 	t.Helper()
@@ -134,7 +173,13 @@ func (s *Server) tail() string {
 
 // ping speaks just enough RESP to see the server answer.
 func (s *Server) ping() error {
-	c, err := net.DialTimeout("tcp", s.Addr, 200*time.Millisecond)
+	var c net.Conn
+	var err error
+	if s.tls != nil {
+		c, err = tls.DialWithDialer(&net.Dialer{Timeout: 200 * time.Millisecond}, "tcp", s.Addr, s.tls)
+	} else {
+		c, err = net.DialTimeout("tcp", s.Addr, 200*time.Millisecond)
+	}
 	if err != nil {
 		return err
 	}

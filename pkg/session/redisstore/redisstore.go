@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"sync"
 	"time"
@@ -231,4 +232,13 @@ func (g *dialGate) dial(ctx context.Context, dial func(context.Context) (net.Con
 
 func (g *dialGate) delay() time.Duration {
 	return min(time.Duration(g.failures)*g.step, g.limit)
+}
+
+// SlogLogger sends go-redis's own messages (reconnects, Sentinel switches)
+// to a structured logger at debug level: redis.SetLogger(redisstore.SlogLogger{Log: log}).
+type SlogLogger struct{ Log *slog.Logger }
+
+// Printf implements go-redis's logging interface.
+func (l SlogLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.Log.DebugContext(ctx, "go-redis: "+fmt.Sprintf(format, v...))
 }

@@ -1,0 +1,224 @@
+package redisstore_test
+
+import (
+	"context"
+	"errors"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/extauthz/extauthz/internal/redistest"
+	"github.com/extauthz/extauthz/pkg/session"
+	"github.com/extauthz/extauthz/pkg/session/redisstore"
+	"github.com/extauthz/extauthz/pkg/session/sessiontest"
+	"github.com/extauthz/extauthz/proto/sessionpb"
+)
+
+func open(t *testing.T, o redisstore.Options) *redisstore.Store {
+	t.Helper()
+	s, err := redisstore.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func manager(t *testing.T, s session.Store) *session.Manager {
+	keys, err := session.NewKeys([]byte(strings.Repeat("t", 64)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return session.NewManager(s, keys, session.Options{IdleTimeout: time.Hour})
+}
+
+// createSessions stores n sessions and returns their cookies.
+func createSessions(t *testing.T, m *session.Manager, n int) []string {
+	t.Helper()
+	var cookies []string
+	for i := range n {
+		_, c, err := m.Create(context.Background(), &sessionpb.Session{Subject: "u" + strconv.Itoa(i), AccessToken: "at" + strconv.Itoa(i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cookies = append(cookies, c)
+	}
+	return cookies
+}
+
+func TestTLS(t *testing.T) {
+	redistest.Require(t)
+	dir := t.TempDir()
+	pki, err := redistest.NewPKI(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := redistest.StartTLS(dir, pki, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	mutual, err := redisstore.TLSConfig(redisstore.TLSOptions{CA: pki.CA, CertFile: pki.ClientCertFile, KeyFile: pki.ClientKeyFile, RejectUnauthorized: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("Conformance", func(t *testing.T) {
+		sessiontest.Run(t, func(t *testing.T) session.Store {
+			return open(t, redisstore.Options{Addrs: []string{srv.Addr}, TLS: mutual})
+		})
+	})
+	ping := func(o redisstore.TLSOptions, addr string) error {
+		tc, err := redisstore.TLSConfig(o)
+		if err != nil {
+			return err
+		}
+		return open(t, redisstore.Options{Addrs: []string{addr}, TLS: tc, Timeout: time.Second}).Ping(context.Background())
+	}
+	t.Run("NoClientCertificate", func(t *testing.T) {
+		if err := ping(redisstore.TLSOptions{CA: pki.CA, RejectUnauthorized: true}, srv.Addr); err == nil {
+			t.Fatal("a server that requires client certificates accepted a client without one")
+		}
+	})
+	t.Run("UnknownCA", func(t *testing.T) {
+		if err := ping(redisstore.TLSOptions{CertFile: pki.ClientCertFile, KeyFile: pki.ClientKeyFile, RejectUnauthorized: true}, srv.Addr); err == nil {
+			t.Fatal("connected to a server signed by an unknown CA")
+		}
+		if err := ping(redisstore.TLSOptions{CertFile: pki.ClientCertFile, KeyFile: pki.ClientKeyFile, RejectUnauthorized: false}, srv.Addr); err != nil {
+			t.Fatalf("rejectUnauthorized=false must accept any certificate: %v", err)
+		}
+	})
+	t.Run("HostnameValidation", func(t *testing.T) {
+		other := &redistest.PKI{CAFile: pki.CAFile, CA: pki.CA, CertFile: pki.WrongHostCertFile, KeyFile: pki.WrongHostKeyFile,
+			ClientCertFile: pki.ClientCertFile, ClientKeyFile: pki.ClientKeyFile}
+		wrong, err := redistest.StartTLS(dir, other, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(wrong.Stop)
+		if err := ping(redisstore.TLSOptions{CA: pki.CA, RejectUnauthorized: true}, wrong.Addr); err == nil {
+			t.Fatal("accepted a certificate for another host name")
+		}
+		if err := ping(redisstore.TLSOptions{CA: pki.CA, RejectUnauthorized: true, SkipCertHostnameValidation: true}, wrong.Addr); err != nil {
+			t.Fatalf("skipCertHostnameValidation must accept a valid chain for another name: %v", err)
+		}
+	})
+}
+
+func TestCluster(t *testing.T) {
+	redistest.Require(t)
+	cl, err := redistest.StartCluster(t.TempDir(), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Stop)
+	newStore := func(t *testing.T) *redisstore.Store {
+		return open(t, redisstore.Options{Addrs: cl.Addrs()[:1], Cluster: true, Timeout: time.Second})
+	}
+	t.Run("Conformance", func(t *testing.T) {
+		sessiontest.Run(t, func(t *testing.T) session.Store { return newStore(t) })
+	})
+	s := newStore(t)
+	m := manager(t, s)
+	ctx := context.Background()
+	cookies := createSessions(t, m, 300)
+
+	t.Run("SessionsSpreadAcrossAllMasters", func(t *testing.T) {
+		for _, n := range cl.Nodes {
+			out, err := redistest.CLI(n.Addr, "dbsize")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if k, _ := strconv.Atoi(strings.TrimSpace(out)); k < 30 {
+				t.Errorf("master %s holds %d of 300 sessions", n.Addr, k)
+			}
+		}
+	})
+	t.Run("LockSharesTheSessionSlot", func(t *testing.T) {
+		sess, err := m.Load(ctx, cookies[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		lockKey := strings.Replace(sess.Key(), ":s:", ":r:", 1)
+		a, _ := redistest.CLI(cl.Nodes[0].Addr, "cluster", "keyslot", sess.Key())
+		b, _ := redistest.CLI(cl.Nodes[0].Addr, "cluster", "keyslot", lockKey)
+		if a != b {
+			t.Fatalf("session key slot %s, lock key slot %s", a, b)
+		}
+		if _, ok, err := m.TryLock(ctx, sess, time.Second); err != nil || !ok {
+			t.Fatalf("TryLock in a cluster: %v %v", ok, err)
+		}
+	})
+	t.Run("SlotMigration", func(t *testing.T) {
+		from, _ := cl.NodeID(cl.Nodes[0])
+		to, _ := cl.NodeID(cl.Nodes[1])
+		out, err := exec.Command("redis-cli", "--cluster", "reshard", cl.Nodes[0].Addr, "--cluster-from", from, "--cluster-to", to,
+			"--cluster-slots", "3000", "--cluster-yes").CombinedOutput()
+		if err != nil {
+			t.Fatalf("reshard: %v: %s", err, out)
+		}
+		moved := strings.Count(string(out), "Moving slot")
+		if moved < 1000 {
+			t.Fatalf("only %d slots moved", moved)
+		}
+		for i, c := range cookies {
+			if _, err := m.Load(ctx, c); err != nil {
+				t.Fatalf("session %d after %d slots moved: %v", i, moved, err)
+			}
+		}
+	})
+}
+
+func TestSentinel(t *testing.T) {
+	redistest.Require(t)
+	st, err := redistest.StartSentinel(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Stop)
+	newStore := func(t *testing.T) *redisstore.Store {
+		return open(t, redisstore.Options{Addrs: st.SentinelAddrs(), MasterName: st.MasterName, Timeout: time.Second})
+	}
+	t.Run("Conformance", func(t *testing.T) {
+		sessiontest.Run(t, func(t *testing.T) session.Store { return newStore(t) })
+	})
+	t.Run("Failover", func(t *testing.T) {
+		s := newStore(t)
+		m := manager(t, s)
+		ctx := context.Background()
+		cookies := createSessions(t, m, 100)
+		if out, err := redistest.CLI(st.Master.Addr, "wait", "1", "5000"); err != nil || strings.TrimSpace(out) != "1" {
+			t.Fatalf("replica did not acknowledge the writes: %q %v", out, err)
+		}
+		old := st.Master.Addr
+		st.Master.Stop()
+		if err := st.WaitFailover(old, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		var failed int
+		for i, c := range cookies {
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				_, err := m.Load(ctx, c)
+				if err == nil {
+					break
+				}
+				if errors.Is(err, session.ErrNoSession) {
+					t.Fatalf("session %d is gone after the failover", i)
+				}
+				failed++
+				if time.Now().After(deadline) {
+					t.Fatalf("session %d unreachable 10s after the failover: %v", i, err)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+		t.Logf("failover: all %d sessions work on the new master; %d reads failed (store errors, answered 503) while clients switched", len(cookies), failed)
+		if _, _, err := m.Create(ctx, &sessionpb.Session{Subject: "after"}); err != nil {
+			t.Fatalf("writes after the failover: %v", err)
+		}
+	})
+}
+
+
