@@ -220,5 +220,3 @@ func TestSentinel(t *testing.T) {
 		}
 	})
 }
-
-
