@@ -37,9 +37,10 @@ type Extauthz struct {
 	HTTPAddr  string
 	AdminAddr string
 
-	bin  string
-	env  map[string]string
-	logw io.Writer
+	bin      string
+	env      map[string]string
+	logw     io.Writer
+	waitPath string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -52,6 +53,16 @@ type Extauthz struct {
 // PATH and HOME only) on free loopback ports and waits until /readyz says
 // ready. Its log goes to logw.
 func StartExtauthz(name, bin string, env map[string]string, logw io.Writer) (*Extauthz, error) {
+	return startExtauthz(name, bin, env, logw, "/readyz")
+}
+
+// StartExtauthzUnready is StartExtauthz that waits only until the process
+// is up (/healthz), for a store that is not there yet.
+func StartExtauthzUnready(name, bin string, env map[string]string, logw io.Writer) (*Extauthz, error) {
+	return startExtauthz(name, bin, env, logw, "/healthz")
+}
+
+func startExtauthz(name, bin string, env map[string]string, logw io.Writer, waitPath string) (*Extauthz, error) {
 	gp, err := redistest.FreePort()
 	if err != nil {
 		return nil, err
@@ -66,7 +77,7 @@ func StartExtauthz(name, bin string, env map[string]string, logw io.Writer) (*Ex
 	}
 	x := &Extauthz{
 		Name: name, GRPCAddr: fmt.Sprintf("127.0.0.1:%d", gp), HTTPAddr: fmt.Sprintf("127.0.0.1:%d", hp), AdminAddr: fmt.Sprintf("127.0.0.1:%d", ap),
-		bin: bin, env: env, logw: logw,
+		bin: bin, env: env, logw: logw, waitPath: waitPath,
 	}
 	x.conn, err = grpc.NewClient(x.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -104,15 +115,18 @@ func (x *Extauthz) Start() error {
 			return fmt.Errorf("%s exited at start (see its log)", x.Name)
 		default:
 		}
-		resp, err := http.Get("http://" + x.AdminAddr + "/readyz")
+		resp, err := http.Get("http://" + x.AdminAddr + x.waitPath)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
+				// Like Envoy's, our client reconnects at once to a restarted
+				// process instead of waiting out its back-off.
+				x.conn.ResetConnectBackoff()
 				return nil
 			}
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not ready after 20s", x.Name)
+			return fmt.Errorf("%s: %s not 200 after 20s", x.Name, x.waitPath)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

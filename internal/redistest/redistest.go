@@ -67,11 +67,16 @@ func FreePort() (int, error) {
 // directory under dir; extra are more redis-server arguments ("--appendonly",
 // "yes", ...). The caller must Stop it.
 func Start(dir string, extra ...string) (*Server, error) {
-	bin, err := Binary()
+	port, err := FreePort()
 	if err != nil {
 		return nil, err
 	}
-	port, err := FreePort()
+	return StartOn(dir, port, extra...)
+}
+
+// StartOn is Start on a given port.
+func StartOn(dir string, port int, extra ...string) (*Server, error) {
+	bin, err := Binary()
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ package e2e_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -74,8 +75,20 @@ func setup(m *testing.M) int {
 	return m.Run()
 }
 
-// replica starts one extauthz process on the shared Redis, logging in at h.
+const e2eSecret = "e2e-secret-e2e-secret-e2e-secret-e2e-secret-e2e-secret-e2e-secret-e2e-secret-"
+
+// keyPrefix is the Redis key prefix of a test's replicas.
+func keyPrefix(t *testing.T) string { return "e2e-" + strings.ReplaceAll(t.Name(), "/", "-") }
+
+// replica starts one extauthz process on the shared Redis, logging in at h,
+// and waits until it is ready.
 func replica(t *testing.T, name string, h *e2e.Hydra, c e2e.Client, extra ...string) *e2e.Extauthz {
+	t.Helper()
+	return startReplica(t, name, e2e.StartExtauthz, h, c, extra...)
+}
+
+func startReplica(t *testing.T, name string, start func(string, string, map[string]string, io.Writer) (*e2e.Extauthz, error),
+	h *e2e.Hydra, c e2e.Client, extra ...string) *e2e.Extauthz {
 	t.Helper()
 	logFile := filepath.Join(t.TempDir(), name+".log")
 	f, err := os.Create(logFile)
@@ -84,8 +97,8 @@ func replica(t *testing.T, name string, h *e2e.Hydra, c e2e.Client, extra ...str
 	}
 	env := map[string]string{
 		"EXTAUTHZ_REDIS_URL":          "redis://" + redis.Addr,
-		"EXTAUTHZ_SESSION_KEY_PREFIX": "e2e-" + strings.ReplaceAll(t.Name(), "/", "-"),
-		"EXTAUTHZ_SESSION_SECRETS":    strings.Repeat("e2e-secret-", 7),
+		"EXTAUTHZ_SESSION_KEY_PREFIX": keyPrefix(t),
+		"EXTAUTHZ_SESSION_SECRETS":    e2eSecret,
 		"EXTAUTHZ_OIDC_ISSUER":        h.Issuer,
 		"EXTAUTHZ_OIDC_CLIENT_ID":     c.ID,
 		"EXTAUTHZ_OIDC_CLIENT_SECRET": c.Secret,
@@ -96,7 +109,7 @@ func replica(t *testing.T, name string, h *e2e.Hydra, c e2e.Client, extra ...str
 	for i := 0; i+1 < len(extra); i += 2 {
 		env[extra[i]] = extra[i+1]
 	}
-	x, err := e2e.StartExtauthz(name, extauthzBin, env, f)
+	x, err := start(name, extauthzBin, env, f)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, readFile(logFile))
 	}
