@@ -20,6 +20,7 @@ import (
 	"github.com/extauthz/extauthz/pkg/server"
 	"github.com/extauthz/extauthz/pkg/session"
 	"github.com/extauthz/extauthz/pkg/session/redisstore"
+	"github.com/extauthz/extauthz/pkg/tenant"
 )
 
 // version is set at build time (-ldflags "-X main.version=…").
@@ -68,22 +69,21 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 		Prefix: cfg.KeyPrefix, IdleTimeout: cfg.SessionTimeout, MaxLifetime: cfg.SessionMaxLifetime,
 	})
 
-	var provider authz.Provider
-	if cfg.OIDC.Issuer != "" {
-		p, err := idp.New(idp.Config{
-			Issuer: cfg.OIDC.Issuer, ClientID: cfg.OIDC.ClientID, ClientSecret: string(cfg.OIDC.ClientSecret),
-			Scopes: cfg.OIDC.Scopes, Timeout: cfg.IDPTimeout,
-		})
-		if err != nil {
-			return fmt.Errorf("identity provider: %w", err)
-		}
-		provider = p
-		log.Info("identity provider", "issuer", cfg.OIDC.Issuer, "client_id", cfg.OIDC.ClientID)
-	} else {
-		log.Warn("no identity provider configured (EXTAUTHZ_OIDC_ISSUER): requests without a session get 401")
+	providers, err := newProviders(cfg, log)
+	if err != nil {
+		return err
+	}
+	tenants, err := tenant.New(cfg.TenantHostPattern, cfg.TrustForwardedHost)
+	if err != nil {
+		return fmt.Errorf("TENANT_HOST_PATTERN: %w", err)
+	}
+	var tenantsOrNil authz.Tenants
+	if tenants.MultiTenant() {
+		tenantsOrNil = tenants
+		log.Info("multitenant", "tenant_host_pattern", cfg.TenantHostPattern)
 	}
 
-	engine := authz.New(sessions, provider, authz.Options{
+	engine := authz.New(sessions, providers, tenantsOrNil, authz.Options{
 		CookieName: cfg.CookieName, SecureCookie: cfg.SecureCookie, SameSite: cfg.SameSite, Partitioned: cfg.Partitioned,
 		CallbackPath: cfg.CallbackPath, LogoutPath: cfg.LogoutPath, PostLogoutRedirect: cfg.PostLogoutRedirect,
 		RefreshAhead: cfg.JWTRefresh, RefreshLockTTL: cfg.IDPTimeout + 5*time.Second,
@@ -116,6 +116,54 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 		Pprof:           cfg.Pprof,
 		Log:             log,
 	})
+}
+
+// registrySource serves a tenant's provider from a registry.
+type registrySource struct{ r *idp.Registry }
+
+func (s registrySource) Provider(ctx context.Context, tenant string) (authz.Provider, error) {
+	return s.r.Get(ctx, tenant)
+}
+
+// newProviders picks the identity provider: EXTAUTHZ_OIDC_ISSUER when set
+// explicitly, else the xsuaa binding, else the identity (IAS) binding. Per
+// tenant when the issuer has {tenant}, XSUAA is in shared tenant mode, or
+// an IAS binding is used with TENANT_HOST_PATTERN. nil: no login.
+func newProviders(cfg *config.Config, log *slog.Logger) (authz.Providers, error) {
+	o := cfg.OIDC
+	explicit := o.Issuer != "" && !cfg.IssuerFromBinding()
+	oidcFor := func(issuer string) (idp.Client, error) {
+		return idp.New(idp.Config{Issuer: issuer, ClientID: o.ClientID, ClientSecret: string(o.ClientSecret), Scopes: o.Scopes, Timeout: cfg.IDPTimeout})
+	}
+	switch {
+	case cfg.XSUAA != nil && !explicit:
+		x := *cfg.XSUAA
+		log.Info("identity provider: xsuaa", "binding", cfg.Origin("xsuaa"), "url", x.URL, "tenantmode", x.TenantMode, "credential_type", x.CredentialType)
+		if _, err := idp.NewXSUAA(idp.XSUAAConfig{Credentials: x, Timeout: cfg.IDPTimeout}); err != nil {
+			return nil, fmt.Errorf("%s: %w", cfg.Origin("xsuaa"), err)
+		}
+		return registrySource{idp.NewRegistry(func(tenant string) (idp.Client, error) {
+			return idp.NewXSUAA(idp.XSUAAConfig{Credentials: x, Tenant: tenant, Timeout: cfg.IDPTimeout})
+		}, 0, 0)}, nil
+	case o.Issuer == "":
+		log.Warn("no identity provider configured (EXTAUTHZ_OIDC_ISSUER, or an xsuaa or identity binding): requests without a session get 401")
+		return nil, nil
+	}
+	template := o.Issuer
+	if !explicit && o.IASDomain != "" && cfg.TenantHostPattern != "" {
+		template = "https://{tenant}." + o.IASDomain
+	}
+	log.Info("identity provider: oidc", "issuer", template, "client_id", o.ClientID)
+	if !strings.Contains(template, "{tenant}") {
+		p, err := oidcFor(template)
+		if err != nil {
+			return nil, fmt.Errorf("identity provider: %w", err)
+		}
+		return authz.StaticProvider{P: p}, nil
+	}
+	return registrySource{idp.NewRegistry(func(tenant string) (idp.Client, error) {
+		return oidcFor(strings.ReplaceAll(template, "{tenant}", tenant))
+	}, 0, 0)}, nil
 }
 
 func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {

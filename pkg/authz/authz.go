@@ -33,7 +33,7 @@ type Request struct {
 // these through.
 var RequestHeaders = []string{
 	":authority", ":method", ":path", ":scheme",
-	"cookie", "x-forwarded-proto", "x-requested-with", "sec-fetch-mode",
+	"cookie", "x-forwarded-proto", "x-forwarded-host", "x-requested-with", "sec-fetch-mode",
 }
 
 // Header is one HTTP header.
@@ -57,6 +57,18 @@ type Decision struct {
 	Body string
 	// Tenant the request was resolved to ("" in single-tenant mode).
 	Tenant string
+}
+
+// Providers gives the identity provider of a tenant ("" in single-tenant
+// mode). It is asked only when a login, a refresh or a logout needs one.
+type Providers interface {
+	Provider(ctx context.Context, tenant string) (Provider, error)
+}
+
+// Tenants maps a request's host to its tenant; an error means the host
+// belongs to no tenant.
+type Tenants interface {
+	Resolve(host, forwardedHost string) (string, error)
 }
 
 // Provider is the identity provider the engine logs users in with.
@@ -99,15 +111,17 @@ type Options struct {
 
 // Engine decides. It is safe for concurrent use.
 type Engine struct {
-	sessions *session.Manager
-	provider Provider // nil: no login configured
-	opt      Options
-	log      *slog.Logger
+	sessions  *session.Manager
+	providers Providers // nil: no login configured
+	tenants   Tenants   // nil: single tenant
+	opt       Options
+	log       *slog.Logger
 }
 
-// New returns an engine. provider may be nil: requests without a session
-// are then refused (401) since nobody can log in.
-func New(sessions *session.Manager, provider Provider, opt Options, log *slog.Logger) *Engine {
+// New returns an engine. providers may be nil: requests without a session
+// are then refused (401) since nobody can log in. tenants may be nil for a
+// single tenant.
+func New(sessions *session.Manager, providers Providers, tenants Tenants, opt Options, log *slog.Logger) *Engine {
 	if opt.CookieName == "" {
 		opt.CookieName = "JSESSIONID"
 	}
@@ -138,28 +152,51 @@ func New(sessions *session.Manager, provider Provider, opt Options, log *slog.Lo
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	return &Engine{sessions: sessions, provider: provider, opt: opt, log: log}
+	return &Engine{sessions: sessions, providers: providers, tenants: tenants, opt: opt, log: log}
 }
+
+// StaticProvider serves one provider for every tenant (single-tenant mode).
+type StaticProvider struct{ P Provider }
+
+// Provider implements Providers.
+func (s StaticProvider) Provider(context.Context, string) (Provider, error) { return s.P, nil }
 
 // Check decides about one request.
 func (e *Engine) Check(ctx context.Context, r *Request) *Decision {
+	tenant := ""
+	if e.tenants != nil {
+		t, err := e.tenants.Resolve(r.Host, r.Headers["x-forwarded-host"])
+		if err != nil {
+			return deny(http.StatusNotFound, "unknown_host", "Not found: this host belongs to no tenant.\n")
+		}
+		tenant = t
+	}
+	d := e.check(ctx, r, tenant)
+	d.Tenant = tenant
+	return d
+}
+
+func (e *Engine) check(ctx context.Context, r *Request, tenant string) *Decision {
 	path, query, _ := strings.Cut(r.Path, "?")
 	switch path {
 	case e.opt.CallbackPath:
-		return e.callback(ctx, r, query)
+		return e.callback(ctx, r, tenant, query)
 	case e.opt.LogoutPath:
-		return e.logout(ctx, r)
+		return e.logout(ctx, r, tenant)
 	}
 	cookie := cookieValue(r.Headers["cookie"], e.opt.CookieName)
 	if cookie == "" {
-		return e.unauthenticated(ctx, r, "no_session")
+		return e.unauthenticated(ctx, r, tenant, "no_session")
 	}
-	s, err := e.sessions.Load(ctx, cookie)
-	if errors.Is(err, session.ErrNoSession) {
+	s, err := e.sessions.Load(ctx, cookie, tenant)
+	switch {
+	case errors.Is(err, session.ErrNoSession):
 		e.log.DebugContext(ctx, "session cookie does not open a session", "reason", err)
-		return e.unauthenticated(ctx, r, "invalid_session")
-	}
-	if err != nil {
+		return e.unauthenticated(ctx, r, tenant, "invalid_session")
+	case errors.Is(err, session.ErrOtherTenant):
+		e.log.InfoContext(ctx, "session of another tenant refused", "tenant", tenant)
+		return deny(http.StatusForbidden, "other_tenant", "Forbidden: you cannot use a session from another tenant.\n")
+	case err != nil:
 		return e.storeError(ctx, err)
 	}
 	s, d := e.refreshIfDue(ctx, r, s)
@@ -167,6 +204,14 @@ func (e *Engine) Check(ctx context.Context, r *Request) *Decision {
 		return d
 	}
 	return e.allow(r, s)
+}
+
+// provider is the identity provider of a tenant; nil, nil when none is configured.
+func (e *Engine) provider(ctx context.Context, tenant string) (Provider, error) {
+	if e.providers == nil {
+		return nil, nil
+	}
+	return e.providers.Provider(ctx, tenant)
 }
 
 // allow forwards the request with the access token and without the session
@@ -186,14 +231,14 @@ func (e *Engine) allow(r *Request, s *session.Session) *Decision {
 
 // unauthenticated answers a request without a usable session: a browser
 // navigation goes to the login, anything else gets 401.
-func (e *Engine) unauthenticated(ctx context.Context, r *Request, reason string) *Decision {
+func (e *Engine) unauthenticated(ctx context.Context, r *Request, tenant, reason string) *Decision {
 	if !isNavigation(r) {
 		return deny(http.StatusUnauthorized, reason, "Unauthorized: no valid session. Log in again.\n")
 	}
-	if e.provider == nil {
+	if e.providers == nil {
 		return deny(http.StatusUnauthorized, reason, "Unauthorized: no valid session, and no identity provider is configured to log in with.\n")
 	}
-	return e.startLogin(ctx, r)
+	return e.startLogin(ctx, r, tenant)
 }
 
 // isNavigation says whether a browser is navigating to a page (as opposed

@@ -112,7 +112,7 @@ func newFixture(t testing.TB, opt authz.Options) *fixture {
 	f := &fixture{store: &countingStore{Store: session.NewMemoryStore(nil)}, idp: &fakeIDP{}}
 	f.sessions = session.NewManager(f.store, keys, session.Options{})
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	f.engine = authz.New(f.sessions, f.idp, opt, log)
+	f.engine = authz.New(f.sessions, authz.StaticProvider{P: f.idp}, nil, opt, log)
 	return f
 }
 

@@ -24,10 +24,14 @@ func (e *Engine) stateCookieName(state string) string {
 }
 
 // startLogin sends a browser to the identity provider.
-func (e *Engine) startLogin(ctx context.Context, r *Request) *Decision {
+func (e *Engine) startLogin(ctx context.Context, r *Request, tenant string) *Decision {
 	host, ok := validHost(r.Host)
 	if !ok {
 		return deny(http.StatusBadRequest, "bad_host", "Bad request: invalid Host header.\n")
+	}
+	p, err := e.provider(ctx, tenant)
+	if err != nil {
+		return e.idpUnavailable(ctx, err)
 	}
 	redirectURI := e.scheme(r) + "://" + host + e.opt.CallbackPath
 	verifier := oauth2.GenerateVerifier()
@@ -35,13 +39,13 @@ func (e *Engine) startLogin(ctx context.Context, r *Request) *Decision {
 	browser := session.RandomString(32)
 	bsum := sha256.Sum256([]byte(browser))
 	state, err := e.sessions.PutLogin(ctx, &sessionpb.LoginState{
-		Nonce: nonce, PkceVerifier: verifier, ReturnPath: returnPath(r.Path),
+		Tenant: tenant, Nonce: nonce, PkceVerifier: verifier, ReturnPath: returnPath(r.Path),
 		BrowserBinding: bsum[:], RedirectUri: redirectURI,
 	})
 	if err != nil {
 		return e.storeError(ctx, err)
 	}
-	authURL, err := e.provider.AuthCodeURL(ctx, state, nonce, verifier, redirectURI)
+	authURL, err := p.AuthCodeURL(ctx, state, nonce, verifier, redirectURI)
 	if err != nil {
 		return e.idpUnavailable(ctx, err)
 	}
@@ -51,8 +55,8 @@ func (e *Engine) startLogin(ctx context.Context, r *Request) *Decision {
 
 // callback completes a login: the browser comes back from the identity
 // provider with a code and the state.
-func (e *Engine) callback(ctx context.Context, r *Request, query string) *Decision {
-	if e.provider == nil {
+func (e *Engine) callback(ctx context.Context, r *Request, tenant, query string) *Decision {
+	if e.providers == nil {
 		return page(http.StatusNotFound, "callback_unconfigured", "Login is not configured", "No identity provider is configured.")
 	}
 	q, err := url.ParseQuery(query)
@@ -96,7 +100,15 @@ func (e *Engine) callback(ctx context.Context, r *Request, query string) *Decisi
 		return withCookies(page(http.StatusBadRequest, "callback_foreign_browser", "Login failed",
 			"This login was not started in this browser (its login cookie is missing or wrong). Cookies must be enabled."), clear)
 	}
-	tok, err := e.provider.Exchange(ctx, code, ls.GetPkceVerifier(), ls.GetRedirectUri(), ls.GetNonce())
+	if ls.GetTenant() != tenant {
+		return withCookies(page(http.StatusBadRequest, "callback_other_tenant", "Login failed",
+			"This login was started on another tenant's host."), clear)
+	}
+	p, err := e.provider(ctx, tenant)
+	if err != nil {
+		return withCookies(e.idpUnavailable(ctx, err), clear)
+	}
+	tok, err := p.Exchange(ctx, code, ls.GetPkceVerifier(), ls.GetRedirectUri(), ls.GetNonce())
 	if errors.Is(err, idp.ErrRejected) {
 		e.log.InfoContext(ctx, "login rejected", "error", err)
 		return withCookies(page(http.StatusBadRequest, "callback_rejected", "Login failed", "The identity provider did not accept this login."), clear)
@@ -105,7 +117,7 @@ func (e *Engine) callback(ctx context.Context, r *Request, query string) *Decisi
 		return withCookies(e.idpUnavailable(ctx, err), clear)
 	}
 	rec := &sessionpb.Session{
-		Tenant: ls.GetTenant(), Issuer: tok.Issuer, Subject: tok.Subject, Sid: tok.SID,
+		Tenant: tenant, Issuer: tok.Issuer, Subject: tok.Subject, Sid: tok.SID,
 		AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, IdToken: tok.IDToken,
 		Scopes: tok.Scopes, CsrfToken: session.RandomString(32),
 	}
@@ -123,21 +135,23 @@ func (e *Engine) callback(ctx context.Context, r *Request, query string) *Decisi
 
 // logout deletes the session, clears the cookie and sends the browser to the
 // identity provider's logout.
-func (e *Engine) logout(ctx context.Context, r *Request) *Decision {
+func (e *Engine) logout(ctx context.Context, r *Request, tenant string) *Decision {
 	host, ok := validHost(r.Host)
 	if !ok {
 		return deny(http.StatusBadRequest, "bad_host", "Bad request: invalid Host header.\n")
 	}
 	var idTokenHint string
 	if c := cookieValue(r.Headers["cookie"], e.opt.CookieName); c != "" {
-		s, err := e.sessions.Load(ctx, c)
+		s, err := e.sessions.Load(ctx, c, tenant)
 		switch {
 		case err == nil:
 			idTokenHint = s.Record.GetIdToken()
 			if err := e.sessions.Delete(ctx, s); err != nil {
 				return e.storeError(ctx, err) // never claim a logout that did not happen
 			}
-		case !errors.Is(err, session.ErrNoSession):
+		case errors.Is(err, session.ErrNoSession), errors.Is(err, session.ErrOtherTenant):
+			// Nothing of this tenant to delete; another tenant's session stays.
+		default:
 			return e.storeError(ctx, err)
 		}
 	}
@@ -146,8 +160,10 @@ func (e *Engine) logout(ctx context.Context, r *Request) *Decision {
 		post = e.scheme(r) + "://" + host + post
 	}
 	target := post
-	if e.provider != nil {
-		u, err := e.provider.LogoutURL(ctx, idTokenHint, post)
+	if p, err := e.provider(ctx, tenant); err != nil {
+		e.log.WarnContext(ctx, "identity provider unavailable at logout; the local session is deleted", "error", err)
+	} else if p != nil {
+		u, err := p.LogoutURL(ctx, idTokenHint, post)
 		if err != nil {
 			e.log.WarnContext(ctx, "identity provider logout URL unavailable; the local session is deleted", "error", err)
 		} else if u != "" {

@@ -25,11 +25,12 @@ func (e *Engine) refreshIfDue(ctx context.Context, r *Request, s *session.Sessio
 		return s, nil // the path of almost every request
 	}
 	valid := now.Before(expiry)
-	if s.Record.GetRefreshToken() == "" || e.provider == nil {
+	tenant := s.Record.GetTenant()
+	if s.Record.GetRefreshToken() == "" || e.providers == nil {
 		if valid {
 			return s, nil
 		}
-		return nil, e.unauthenticated(ctx, r, "token_expired")
+		return nil, e.unauthenticated(ctx, r, tenant, "token_expired")
 	}
 	release, locked, err := e.sessions.TryLock(ctx, s, e.opt.RefreshLockTTL)
 	if err != nil {
@@ -50,7 +51,7 @@ func (e *Engine) refreshIfDue(ctx context.Context, r *Request, s *session.Sessio
 	cur, err := e.sessions.Reload(ctx, s)
 	switch {
 	case errors.Is(err, session.ErrNoSession):
-		return nil, e.unauthenticated(ctx, r, "invalid_session") // logged out meanwhile
+		return nil, e.unauthenticated(ctx, r, tenant, "invalid_session") // logged out meanwhile
 	case err != nil && valid:
 		return s, nil
 	case err != nil:
@@ -59,7 +60,14 @@ func (e *Engine) refreshIfDue(ctx context.Context, r *Request, s *session.Sessio
 		return cur, nil
 	}
 
-	tok, err := e.provider.Refresh(ctx, s.Record.GetRefreshToken(), s.Record.GetSubject())
+	p, err := e.provider(ctx, tenant)
+	if err != nil {
+		if valid {
+			return s, nil
+		}
+		return nil, e.idpUnavailable(ctx, err)
+	}
+	tok, err := p.Refresh(ctx, s.Record.GetRefreshToken(), s.Record.GetSubject())
 	if err != nil {
 		if valid {
 			e.log.WarnContext(ctx, "token refresh failed; the current token is still valid and a later request retries", "error", err)
@@ -70,7 +78,7 @@ func (e *Engine) refreshIfDue(ctx context.Context, r *Request, s *session.Sessio
 			if err := e.sessions.Delete(ctx, s); err != nil {
 				return nil, e.storeError(ctx, err)
 			}
-			return nil, e.unauthenticated(ctx, r, "refresh_rejected")
+			return nil, e.unauthenticated(ctx, r, tenant, "refresh_rejected")
 		}
 		return nil, e.idpUnavailable(ctx, err)
 	}
@@ -114,7 +122,7 @@ func (e *Engine) waitForRefresh(ctx context.Context, r *Request, s *session.Sess
 		}
 		cur, err := e.sessions.Reload(ctx, s)
 		if errors.Is(err, session.ErrNoSession) {
-			return nil, e.unauthenticated(ctx, r, "refresh_rejected")
+			return nil, e.unauthenticated(ctx, r, s.Record.GetTenant(), "refresh_rejected")
 		}
 		if err != nil {
 			return nil, e.storeError(ctx, err)

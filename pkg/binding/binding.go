@@ -106,6 +106,7 @@ type Identity struct {
 	URL          string // the issuer; discovery at <url>/.well-known/openid-configuration
 	ClientID     string
 	ClientSecret string
+	Domain       string // e.g. accounts.ondemand.com: a tenant's issuer is https://<tenant>.<domain>
 }
 
 // IdentityCredentials reads an identity (IAS) binding.
@@ -122,6 +123,10 @@ func IdentityCredentials(b Binding) (Identity, error) {
 	}
 	str("url", &id.URL)
 	str("clientid", &id.ClientID)
+	id.Domain, _ = c["domain"].(string)
+	if ds, ok := c["domains"].([]any); ok && id.Domain == "" && len(ds) > 0 {
+		id.Domain, _ = ds[0].(string)
+	}
 	if ct, _ := c["credential-type"].(string); ct == "X509_GENERATED" || ct == "X509_PROVIDED" || ct == "X509_ATTESTED" || ct == "x509" {
 		errs = append(errs, fmt.Errorf("credentials.credential-type: %s (mutual TLS) is not supported yet; bind with credential-type binding-secret", ct))
 	} else {
@@ -134,6 +139,57 @@ func IdentityCredentials(b Binding) (Identity, error) {
 func ByLabel(bs []Binding, label string) (Binding, bool) {
 	for _, b := range bs {
 		if b.Label == label {
+			return b, true
+		}
+	}
+	return Binding{}, false
+}
+
+// XSUAA is the typed credentials of an XSUAA binding (tag "xsuaa").
+type XSUAA struct {
+	ClientID       string
+	ClientSecret   string // empty with credential-type x509
+	URL            string // the provider subaccount's server
+	UAADomain      string
+	XSAppName      string
+	TenantMode     string // "shared" for multitenant apps
+	IdentityZone   string
+	CredentialType string // binding-secret, instance-secret or x509
+	Certificate    string // PEM, with x509
+	Key            string // PEM, with x509
+	CertURL        string // the server for mutual TLS, with x509
+}
+
+// XSUAACredentials reads an XSUAA binding.
+func XSUAACredentials(b Binding) (XSUAA, error) {
+	c := b.Credentials
+	get := func(k string) string { v, _ := c[k].(string); return v }
+	x := XSUAA{
+		ClientID: get("clientid"), ClientSecret: get("clientsecret"), URL: get("url"), UAADomain: get("uaadomain"),
+		XSAppName: get("xsappname"), TenantMode: get("tenantmode"), IdentityZone: get("identityzone"),
+		CredentialType: get("credential-type"), Certificate: get("certificate"), Key: get("key"), CertURL: get("certurl"),
+	}
+	var errs []error
+	for field, v := range map[string]string{"clientid": x.ClientID, "url": x.URL, "uaadomain": x.UAADomain} {
+		if v == "" {
+			errs = append(errs, fmt.Errorf("credentials.%s: missing", field))
+		}
+	}
+	if x.CredentialType == "x509" {
+		if x.Certificate == "" || x.Key == "" || x.CertURL == "" {
+			errs = append(errs, errors.New("credentials: credential-type x509 needs certificate, key and certurl"))
+		}
+	} else if x.ClientSecret == "" {
+		errs = append(errs, errors.New("credentials.clientsecret: missing"))
+	}
+	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
+	return x, errors.Join(errs...)
+}
+
+// ByTag returns the first binding carrying the tag.
+func ByTag(bs []Binding, tag string) (Binding, bool) {
+	for _, b := range bs {
+		if b.HasTag(tag) {
 			return b, true
 		}
 	}

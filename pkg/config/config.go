@@ -23,6 +23,7 @@ import (
 
 	"github.com/extauthz/extauthz/pkg/binding"
 	"github.com/extauthz/extauthz/pkg/idp"
+	"github.com/extauthz/extauthz/pkg/tenant"
 )
 
 // Config is everything extauthz needs to run.
@@ -51,6 +52,9 @@ type Config struct {
 	StoreTimeout time.Duration
 
 	OIDC               OIDC
+	XSUAA              *binding.XSUAA // from the xsuaa binding
+	TenantHostPattern  string
+	TrustForwardedHost bool
 	IDPTimeout         time.Duration
 	CallbackPath       string
 	LogoutPath         string
@@ -85,10 +89,14 @@ type Redis struct {
 
 // OIDC is a generic OpenID Connect provider.
 type OIDC struct {
+	// Issuer may hold "{tenant}", replaced by the request's tenant.
 	Issuer       string
 	ClientID     string
 	ClientSecret Secret
 	Scopes       []string
+	// IASDomain, from an identity binding: with TENANT_HOST_PATTERN each
+	// tenant logs in at https://<tenant>.<domain>.
+	IASDomain string
 }
 
 // setting is one configuration knob with its flag, environment name and default.
@@ -156,7 +164,17 @@ var settings = []setting{
 	{"store-timeout", "EXTAUTHZ_STORE_TIMEOUT", "250ms", "deadline of every session store call; keep it well under Envoy's ext_authz timeout", false,
 		func(c *Config, v string) error { return duration(&c.StoreTimeout, v, false) }},
 
-	{"oidc-issuer", "EXTAUTHZ_OIDC_ISSUER", "", "OpenID Connect issuer URL (discovery at <issuer>/.well-known/openid-configuration)", false,
+	{"tenant-host-pattern", "TENANT_HOST_PATTERN", "", "regular expression on the request host whose first capture group is the tenant (approuter); unset: one tenant", false,
+		func(c *Config, v string) error {
+			if _, err := tenant.New(v, false); err != nil {
+				return err
+			}
+			c.TenantHostPattern = v
+			return nil
+		}},
+	{"trust-forwarded-host", "EXTAUTHZ_TRUST_FORWARDED_HOST", "false", "take the tenant from x-forwarded-host (only behind a proxy that sets it)", false,
+		func(c *Config, v string) error { return boolean(&c.TrustForwardedHost, v) }},
+	{"oidc-issuer", "EXTAUTHZ_OIDC_ISSUER", "", "OpenID Connect issuer URL (discovery at <issuer>/.well-known/openid-configuration); {tenant} is replaced by the tenant, e.g. https://{tenant}.idp.example", false,
 		func(c *Config, v string) error { c.OIDC.Issuer = v; return nil }},
 	{"oidc-client-id", "EXTAUTHZ_OIDC_CLIENT_ID", "", "OAuth2 client id", false,
 		func(c *Config, v string) error { c.OIDC.ClientID = v; return nil }},
@@ -327,6 +345,12 @@ func (c *Config) loadFile(file string, apply func(setting, string, string), repo
 		}
 		apply(settings[i], v, file+": "+k)
 	}
+}
+
+// IssuerFromBinding says whether the OIDC issuer came from an identity
+// (IAS) binding rather than from EXTAUTHZ_OIDC_ISSUER, a flag or the file.
+func (c *Config) IssuerFromBinding() bool {
+	return strings.Contains(c.origin["oidc-issuer"], " identity binding ")
 }
 
 // Origin says where a setting's value came from.
@@ -603,7 +627,7 @@ type extSessionMgt struct {
 }
 
 func (c *Config) loadApprouterEnv(getenv Getenv) Problems {
-	probs := c.identityBinding(getenv)
+	probs := append(c.identityBinding(getenv), c.xsuaaBinding(getenv)...)
 	raw, ok := lookup(getenv, "EXT_SESSION_MGT")
 	if !ok {
 		return probs
@@ -628,6 +652,38 @@ func bindings(getenv Getenv) (bs []binding.Binding, where string, err error) {
 		return bs, "SERVICE_BINDING_ROOT", err
 	}
 	return nil, "", nil
+}
+
+// xsuaaBinding takes XSUAA from the binding named by UAA_SERVICE_NAME, else
+// the first tagged "xsuaa". It is the identity provider unless
+// EXTAUTHZ_OIDC_ISSUER names another.
+func (c *Config) xsuaaBinding(getenv Getenv) Problems {
+	bs, where, err := bindings(getenv)
+	if err != nil || where == "" {
+		return nil
+	}
+	var b binding.Binding
+	var ok bool
+	if name, named := lookup(getenv, "UAA_SERVICE_NAME"); named {
+		if b, err = binding.ByName(bs, name); err != nil {
+			return Problems{fmt.Sprintf("UAA_SERVICE_NAME: %v", err)}
+		}
+	} else if b, ok = binding.ByTag(bs, "xsuaa"); !ok {
+		if b, ok = binding.ByLabel(bs, "xsuaa"); !ok {
+			return nil
+		}
+	}
+	x, err := binding.XSUAACredentials(b)
+	if err != nil {
+		var probs Problems
+		for _, line := range strings.Split(err.Error(), "\n") {
+			probs = append(probs, where+" xsuaa binding "+strconv.Quote(b.Name)+": "+line)
+		}
+		return probs
+	}
+	c.XSUAA = &x
+	c.origin["xsuaa"] = where + " xsuaa binding " + strconv.Quote(b.Name)
+	return nil
 }
 
 // identityBinding takes the identity provider from an IAS binding in
@@ -656,7 +712,7 @@ func (c *Config) identityBinding(getenv Getenv) Problems {
 		}
 		return probs
 	}
-	c.OIDC.Issuer, c.OIDC.ClientID, c.OIDC.ClientSecret = id.URL, id.ClientID, Secret(id.ClientSecret)
+	c.OIDC.Issuer, c.OIDC.ClientID, c.OIDC.ClientSecret, c.OIDC.IASDomain = id.URL, id.ClientID, Secret(id.ClientSecret), id.Domain
 	for _, name := range []string{"oidc-issuer", "oidc-client-id", "oidc-client-secret"} {
 		c.origin[name] = src
 	}
@@ -809,8 +865,11 @@ func (c *Config) Validate() Problems {
 		bad("logout-path", "%q is also the login callback path", c.LogoutPath)
 	}
 	if c.OIDC.Issuer != "" {
-		if err := idp.CheckIssuer(c.OIDC.Issuer); err != nil {
+		if err := idp.CheckIssuer(strings.ReplaceAll(c.OIDC.Issuer, "{tenant}", "tenant")); err != nil {
 			bad("oidc-issuer", "%v", err)
+		}
+		if strings.Contains(c.OIDC.Issuer, "{tenant}") && c.TenantHostPattern == "" {
+			bad("oidc-issuer", "has {tenant} but TENANT_HOST_PATTERN is not set")
 		}
 		if c.OIDC.ClientID == "" {
 			probs = append(probs, "oidc-client-id: required with an issuer (EXTAUTHZ_OIDC_CLIENT_ID)")

@@ -39,7 +39,7 @@ func newService(t *testing.T, store session.Store) (*envoy.Service, *session.Man
 	}
 	m := session.NewManager(store, keys, session.Options{})
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	return envoy.NewService(authz.New(m, nil, authz.Options{}, log), nil, log), m
+	return envoy.NewService(authz.New(m, nil, nil, authz.Options{}, log), nil, log), m
 }
 
 func checkRequest(method, path string, headers map[string]string) *authv3.CheckRequest {

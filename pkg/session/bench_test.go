@@ -44,7 +44,7 @@ func BenchmarkLoadMemory(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := m.Load(context.Background(), c); err != nil {
+		if _, err := m.Load(context.Background(), c, ""); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -23,6 +23,10 @@ var ErrNoSession = errors.New("no session")
 // ErrExpired is wrapped in ErrNoSession when the absolute lifetime is over.
 var ErrExpired = errors.New("session lifetime is over")
 
+// ErrOtherTenant is returned when a valid session of one tenant is used on
+// another tenant's host. The session stays as it is.
+var ErrOtherTenant = errors.New("session belongs to another tenant")
+
 // Options configure a Manager.
 type Options struct {
 	// Prefix starts every store key (default "extauthz").
@@ -80,16 +84,25 @@ func (m *Manager) sessionKey(t *Token) string { return m.opt.Prefix + ":s:{" + t
 func (m *Manager) lockKey(t *Token) string    { return m.opt.Prefix + ":r:{" + t.hashHex() + "}" }
 func (m *Manager) loginKey(t *Token) string   { return m.opt.Prefix + ":l:{" + t.hashHex() + "}" }
 
-// Load finds the session of a cookie value and extends its idle expiry in the
-// same store round trip. It returns an error wrapping ErrNoSession when there
-// is no usable session, and any other error when the store failed.
-func (m *Manager) Load(ctx context.Context, cookie string) (*Session, error) {
+// Load finds the session of a cookie value for a request of tenant ("" in
+// single-tenant mode) and extends its idle expiry in the same store round
+// trip. It returns an error wrapping ErrNoSession when there is no usable
+// session, ErrOtherTenant for another tenant's session, and any other error
+// when the store failed.
+func (m *Manager) Load(ctx context.Context, cookie, tenant string) (*Session, error) {
 	t, err := m.keys.DecodeCookie(cookie)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNoSession, err)
 	}
 	key := m.sessionKey(&t)
-	return m.load(ctx, t, key, m.opt.IdleTimeout)
+	s, err := m.load(ctx, t, key, m.opt.IdleTimeout)
+	if err != nil {
+		return nil, err
+	}
+	if s.Record.GetTenant() != tenant {
+		return nil, ErrOtherTenant
+	}
+	return s, nil
 }
 
 // Reload reads a session again without touching its expiry.
@@ -97,21 +110,33 @@ func (m *Manager) Reload(ctx context.Context, s *Session) (*Session, error) {
 	return m.load(ctx, s.token, s.key, 0)
 }
 
+// A stored session is: tenant length (1 byte), tenant, sealed record. The
+// tenant is authenticated (it is in the sealing's associated data with the
+// key), so a session can name its tenant before it is opened, and cannot be
+// moved to another tenant.
+func associatedData(key, tenant string) []byte {
+	return []byte(key + "\x00" + tenant)
+}
+
 func (m *Manager) load(ctx context.Context, t Token, key string, idle time.Duration) (*Session, error) {
-	sealed, err := m.store.Get(ctx, key, idle)
+	stored, err := m.store.Get(ctx, key, idle)
 	if errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("%w: %w", ErrNoSession, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("session store: %w", err)
 	}
-	plain, err := m.keys.Open(&t, []byte(key), sealed)
+	if len(stored) < 1 || len(stored) < 1+int(stored[0]) {
+		return nil, fmt.Errorf("%w: %w", ErrNoSession, errOpen)
+	}
+	tenant := string(stored[1 : 1+stored[0]])
+	plain, err := m.keys.Open(&t, associatedData(key, tenant), stored[1+stored[0]:])
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNoSession, err)
 	}
 	rec := &sessionpb.Session{}
-	if err := proto.Unmarshal(plain, rec); err != nil {
-		return nil, fmt.Errorf("%w: record: %w", ErrNoSession, err)
+	if err := proto.Unmarshal(plain, rec); err != nil || rec.GetTenant() != tenant {
+		return nil, fmt.Errorf("%w: record does not decode", ErrNoSession)
 	}
 	if m.opt.Now().After(time.Unix(rec.GetCreatedAt(), 0).Add(m.opt.MaxLifetime)) {
 		return nil, fmt.Errorf("%w: %w", ErrNoSession, ErrExpired)
@@ -145,11 +170,16 @@ func (m *Manager) Save(ctx context.Context, s *Session) error {
 	if err != nil {
 		return fmt.Errorf("session record: %w", err)
 	}
-	sealed, err := m.keys.Seal(&s.token, []byte(s.key), plain)
+	tenant := s.Record.GetTenant()
+	if len(tenant) > 255 {
+		return errors.New("session record: tenant name longer than 255 bytes")
+	}
+	sealed, err := m.keys.Seal(&s.token, associatedData(s.key, tenant), plain)
 	if err != nil {
 		return err
 	}
-	if err := m.store.Set(ctx, s.key, sealed, ttl); err != nil {
+	stored := append(append([]byte{byte(len(tenant))}, tenant...), sealed...)
+	if err := m.store.Set(ctx, s.key, stored, ttl); err != nil {
 		return fmt.Errorf("session store: %w", err)
 	}
 	return nil

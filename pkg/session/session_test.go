@@ -139,7 +139,7 @@ func TestManagerLifecycle(t *testing.T) {
 	if strings.Contains(s.Key(), cookie) {
 		t.Fatal("store key contains the cookie value")
 	}
-	got, err := m.Load(ctx, cookie)
+	got, err := m.Load(ctx, cookie, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,14 +151,14 @@ func TestManagerLifecycle(t *testing.T) {
 	raw, _ := store.Get(ctx, s.Key(), 0)
 	raw[len(raw)-1] ^= 1
 	_ = store.Set(ctx, s.Key(), raw, time.Minute)
-	if _, err := m.Load(ctx, cookie); !errors.Is(err, session.ErrNoSession) {
+	if _, err := m.Load(ctx, cookie, ""); !errors.Is(err, session.ErrNoSession) {
 		t.Fatalf("tampered record: err = %v, want ErrNoSession", err)
 	}
 
 	// Absolute lifetime.
 	s2, cookie2, _ := m.Create(ctx, &sessionpb.Session{Subject: "bob"})
 	c.t = c.t.Add(61 * time.Minute)
-	if _, err := m.Load(ctx, cookie2); !errors.Is(err, session.ErrExpired) {
+	if _, err := m.Load(ctx, cookie2, ""); !errors.Is(err, session.ErrExpired) {
 		t.Fatalf("after the max lifetime: err = %v, want ErrExpired", err)
 	}
 	if err := m.Delete(ctx, s2); err != nil {
@@ -172,7 +172,7 @@ func TestManagerLoadStoreErrorIsNotNoSession(t *testing.T) {
 	_, cookie, _ := m.Create(context.Background(), &sessionpb.Session{})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err := m.Load(ctx, cookie)
+	_, err := m.Load(ctx, cookie, "")
 	if err == nil || errors.Is(err, session.ErrNoSession) {
 		t.Fatalf("a failing store must not look like a missing session: err = %v", err)
 	}

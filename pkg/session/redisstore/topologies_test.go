@@ -136,7 +136,7 @@ func TestCluster(t *testing.T) {
 		}
 	})
 	t.Run("LockSharesTheSessionSlot", func(t *testing.T) {
-		sess, err := m.Load(ctx, cookies[0])
+		sess, err := m.Load(ctx, cookies[0], "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -163,7 +163,7 @@ func TestCluster(t *testing.T) {
 			t.Fatalf("only %d slots moved", moved)
 		}
 		for i, c := range cookies {
-			if _, err := m.Load(ctx, c); err != nil {
+			if _, err := m.Load(ctx, c, ""); err != nil {
 				t.Fatalf("session %d after %d slots moved: %v", i, moved, err)
 			}
 		}
@@ -200,7 +200,7 @@ func TestSentinel(t *testing.T) {
 		for i, c := range cookies {
 			deadline := time.Now().Add(10 * time.Second)
 			for {
-				_, err := m.Load(ctx, c)
+				_, err := m.Load(ctx, c, "")
 				if err == nil {
 					break
 				}
