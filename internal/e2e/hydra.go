@@ -57,7 +57,8 @@ func BuildHydra(root string, log io.Writer) (string, error) {
 // reverse proxy: the proxy's URL is the issuer, so every call the relying
 // party makes to Hydra can be counted.
 type Hydra struct {
-	Issuer   string // the proxy's URL
+	Issuer   string // the proxy's URL, or HydraOptions.Issuer
+	ProxyURL string // the counting proxy in front of Hydra's public port
 	AdminURL string
 	// RefreshGrants counts token requests with grant_type=refresh_token.
 	RefreshGrants atomic.Int32
@@ -72,6 +73,9 @@ type Hydra struct {
 // HydraOptions tune a Hydra.
 type HydraOptions struct {
 	AccessTokenTTL time.Duration // default 1h
+	// Issuer, when set, is the public URL (with a path, for several Hydras
+	// behind one router) that routes to ProxyURL.
+	Issuer string
 }
 
 // LoginHost is where Hydra sends the browser to log in and consent; the test
@@ -96,7 +100,11 @@ func StartHydra(bin, dir string, o HydraOptions) (*Hydra, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Hydra{Issuer: "http://" + pl.Addr().String(), AdminURL: fmt.Sprintf("http://127.0.0.1:%d", adm)}
+	h := &Hydra{ProxyURL: "http://" + pl.Addr().String(), AdminURL: fmt.Sprintf("http://127.0.0.1:%d", adm)}
+	h.Issuer = h.ProxyURL
+	if o.Issuer != "" {
+		h.Issuer = strings.TrimSuffix(o.Issuer, "/")
+	}
 	target, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", pub))
 	rp := httputil.NewSingleHostReverseProxy(target)
 	h.proxy = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -123,7 +131,7 @@ func StartHydra(bin, dir string, o HydraOptions) (*Hydra, error) {
 		"DSN=memory",
 		fmt.Sprintf("SERVE_PUBLIC_PORT=%d", pub), "SERVE_PUBLIC_HOST=127.0.0.1",
 		fmt.Sprintf("SERVE_ADMIN_PORT=%d", adm), "SERVE_ADMIN_HOST=127.0.0.1",
-		"URLS_SELF_ISSUER="+h.Issuer,
+		"URLS_SELF_ISSUER="+h.Issuer, "URLS_SELF_PUBLIC="+h.Issuer+"/",
 		"URLS_LOGIN=http://"+LoginHost+"/login", "URLS_CONSENT=http://"+LoginHost+"/consent",
 		"URLS_LOGOUT=http://"+LoginHost+"/logout",
 		"SECRETS_SYSTEM=e2e-system-secret-0123456789abcdef",
@@ -151,7 +159,7 @@ func StartHydra(bin, dir string, o HydraOptions) (*Hydra, error) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	// Warm up the signing keys (created on first use) so the first login is quick.
-	if resp, err := http.Get(h.Issuer + "/.well-known/jwks.json"); err == nil {
+	if resp, err := http.Get(h.ProxyURL + "/.well-known/jwks.json"); err == nil {
 		resp.Body.Close()
 	}
 	return h, nil
@@ -177,6 +185,12 @@ type Client struct{ ID, Secret string }
 // CreateClient registers a confidential client for the authorization code
 // flow with refresh tokens, for the app at appURL (e.g. http://app.localhost:8080).
 func (h *Hydra) CreateClient(ctx context.Context, appURLs ...string) (Client, error) {
+	return h.CreateNamedClient(ctx, "", appURLs...)
+}
+
+// CreateNamedClient is CreateClient with a given client id (the same id at
+// several tenants' Hydras, as one app registered in each identity zone).
+func (h *Hydra) CreateNamedClient(ctx context.Context, id string, appURLs ...string) (Client, error) {
 	var redirects, posts []string
 	for _, u := range appURLs {
 		redirects = append(redirects, u+"/login/callback")
@@ -186,11 +200,15 @@ func (h *Hydra) CreateClient(ctx context.Context, appURLs ...string) (Client, er
 	var out struct {
 		ClientID string `json:"client_id"`
 	}
-	err := h.admin(ctx, http.MethodPost, "/admin/clients", map[string]any{
+	req := map[string]any{
 		"grant_types": []string{"authorization_code", "refresh_token"}, "response_types": []string{"code"},
 		"scope": "openid offline_access", "redirect_uris": redirects, "post_logout_redirect_uris": posts,
 		"token_endpoint_auth_method": "client_secret_basic", "client_secret": secret,
-	}, &out)
+	}
+	if id != "" {
+		req["client_id"] = id
+	}
+	err := h.admin(ctx, http.MethodPost, "/admin/clients", req, &out)
 	return Client{ID: out.ClientID, Secret: secret}, err
 }
 

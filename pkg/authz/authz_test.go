@@ -468,3 +468,60 @@ func TestCookieAttributes(t *testing.T) {
 		t.Errorf("plain http (auto): cookie %q must not be Secure", sc)
 	}
 }
+
+type hostTenants struct{}
+
+// Resolve: "<tenant>.app.example.com" -> tenant.
+func (hostTenants) Resolve(host, _ string) (string, error) {
+	t, ok := strings.CutSuffix(host, ".app.example.com")
+	if !ok || t == "" {
+		return "", errors.New("no tenant")
+	}
+	return t, nil
+}
+
+func TestTenants(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, authz.Options{})
+	f.engine = authz.New(f.sessions, authz.StaticProvider{P: f.idp}, hostTenants{}, authz.Options{}, slog.New(slog.DiscardHandler))
+	on := func(host, path, cookie string, extra ...string) *authz.Request {
+		r := get(path, cookie, extra...)
+		r.Host = host
+		return r
+	}
+	before := f.store.calls.Load()
+	if d := f.engine.Check(ctx, on("evil.example.com", "/", "")); d.Status != http.StatusNotFound {
+		t.Fatalf("host outside the pattern: %d, want 404", d.Status)
+	}
+	if n := f.store.calls.Load() - before; n != 0 {
+		t.Fatalf("a host outside the pattern caused %d store calls (no login may start)", n)
+	}
+	_, a, _ := f.sessions.Create(ctx, &sessionpb.Session{Tenant: "a", AccessToken: "token-a"})
+	d := f.engine.Check(ctx, on("a.app.example.com", "/", "JSESSIONID="+a))
+	if !d.Allow || d.Tenant != "a" {
+		t.Fatalf("own tenant: %+v", d)
+	}
+	d = f.engine.Check(ctx, on("b.app.example.com", "/", "JSESSIONID="+a))
+	if d.Allow || d.Status != http.StatusForbidden || !strings.Contains(d.Body, "another tenant") || d.Tenant != "b" {
+		t.Fatalf("tenant a's cookie on b's host: %+v, want 403", d)
+	}
+	if d := f.engine.Check(ctx, on("b.app.example.com", "/logout", "JSESSIONID="+a)); d.Status != http.StatusFound {
+		t.Fatalf("logout on b with a's cookie: %d", d.Status)
+	}
+	if d := f.engine.Check(ctx, on("a.app.example.com", "/", "JSESSIONID="+a)); !d.Allow {
+		t.Fatal("tenant a's session was harmed by its use (or logout) on b's host")
+	}
+
+	// A login started on a's host cannot complete on b's.
+	d = f.engine.Check(ctx, on("a.app.example.com", "/", ""))
+	loc, _ := url.Parse(header(d, "location"))
+	state := loc.Query().Get("state")
+	if got := loc.Query().Get("redirect_uri"); got != "https://a.app.example.com/login/callback" {
+		t.Fatalf("redirect_uri %q: the callback must be on the tenant's host", got)
+	}
+	stateCookie, _, _ := strings.Cut(headers(d, "set-cookie")[0], ";")
+	cb := on("b.app.example.com", "/login/callback?"+url.Values{"code": {"c"}, "state": {state}}.Encode(), stateCookie)
+	if d := f.engine.Check(ctx, cb); d.Status != http.StatusBadRequest || !strings.Contains(d.Body, "another tenant") {
+		t.Fatalf("callback on another tenant's host: %d %q", d.Status, d.Body)
+	}
+}

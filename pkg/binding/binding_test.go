@@ -205,3 +205,35 @@ func FuzzParseDirFile(f *testing.F) {
 		}
 	})
 }
+
+func TestXSUAACredentials(t *testing.T) {
+	doc, _ := os.ReadFile("testdata/vcap-approuter-docs.json")
+	bs, err := ParseVCAP(string(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, ok := ByTag(bs, "xsuaa")
+	if !ok {
+		t.Fatal("no binding tagged xsuaa")
+	}
+	x, err := XSUAACredentials(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x.ClientID != "sb-myapp!t123" || x.UAADomain != "authentication.eu10.hana.ondemand.com" || x.TenantMode != "shared" || x.XSAppName != "myapp!t123" {
+		t.Fatalf("%+v", x)
+	}
+	for name, tc := range map[string]struct {
+		creds map[string]any
+		err   string
+	}{
+		"x509 without key": {map[string]any{"clientid": "c", "url": "https://p.a", "uaadomain": "a", "credential-type": "x509", "certificate": "PEM", "certurl": "https://p.cert.a"},
+			"credentials: credential-type x509 needs certificate, key and certurl"},
+		"no secret": {map[string]any{"clientid": "c", "url": "https://p.a", "uaadomain": "a"}, "credentials.clientsecret: missing"},
+		"nothing":   {map[string]any{}, "credentials.clientid: missing\ncredentials.clientsecret: missing\ncredentials.uaadomain: missing\ncredentials.url: missing"},
+	} {
+		if _, err := XSUAACredentials(Binding{Name: "x", Credentials: tc.creds}); err == nil || err.Error() != tc.err {
+			t.Errorf("%s: err = %v, want %q", name, err, tc.err)
+		}
+	}
+}

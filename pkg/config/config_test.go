@@ -79,6 +79,9 @@ func TestBindingFoldersOnKyma(t *testing.T) {
 	if c.Redis == nil || c.Redis.Addrs[0] != "redis.example.internal:6379" || !c.Redis.TLS || c.Redis.Source != `SERVICE_BINDING_ROOT binding "my-redis"` {
 		t.Fatalf("redis from the binding folder: %+v", c.Redis)
 	}
+	if c.XSUAA == nil || c.XSUAA.ClientID != "sb-myapp!t123" || c.XSUAA.TenantMode != "shared" || c.Origin("xsuaa") != `SERVICE_BINDING_ROOT xsuaa binding "my-xsuaa"` {
+		t.Fatalf("xsuaa from the binding folder: %+v (%s)", c.XSUAA, c.Origin("xsuaa"))
+	}
 }
 
 func TestIdentityBinding(t *testing.T) {
@@ -216,6 +219,14 @@ func TestInvalid(t *testing.T) {
 		{"same paths", nil, env("EXTAUTHZ_LOGOUT_PATH", "/login/callback"),
 			[]string{`EXTAUTHZ_LOGOUT_PATH: "/login/callback" is also the login callback path`}},
 		{"unexpected argument", []string{"serve"}, env(), []string{`arguments: unexpected ["serve"] (settings are flags: --name=value)`}},
+		{"tenant pattern without group", nil, env("TENANT_HOST_PATTERN", `^.*\.app\.example\.com$`),
+			[]string{`TENANT_HOST_PATTERN: needs a capture group for the tenant, e.g. ^(.*)\.app\.example\.com$`}},
+		{"tenant pattern broken", nil, env("TENANT_HOST_PATTERN", `^(.*\.app$`),
+			[]string{"TENANT_HOST_PATTERN: not a regular expression: error parsing regexp: missing closing ): `^(.*\\.app$`"}},
+		{"issuer template without pattern", nil, env("EXTAUTHZ_OIDC_ISSUER", "https://{tenant}.idp.example", "EXTAUTHZ_OIDC_CLIENT_ID", "c"),
+			[]string{"EXTAUTHZ_OIDC_ISSUER: has {tenant} but TENANT_HOST_PATTERN is not set"}},
+		{"xsuaa binding incomplete", nil, env("VCAP_SERVICES", `{"xsuaa":[{"name":"uaa","tags":["xsuaa"],"credentials":{"clientid":"c","url":"https://p.a","uaadomain":"a"}}]}`),
+			[]string{`VCAP_SERVICES xsuaa binding "uaa": credentials.clientsecret: missing`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -213,3 +213,26 @@ func TestTryLock(t *testing.T) {
 		t.Fatal("TryLock after release failed")
 	}
 }
+
+func TestTenantIsBoundToTheSession(t *testing.T) {
+	ctx := context.Background()
+	store := session.NewMemoryStore(nil)
+	m := newManager(t, store, &clock{t: time.Now()})
+	s, c, err := m.Create(ctx, &sessionpb.Session{Tenant: "acme", AccessToken: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Load(ctx, c, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Load(ctx, c, "other"); !errors.Is(err, session.ErrOtherTenant) {
+		t.Fatalf("Load on another tenant: %v, want ErrOtherTenant", err)
+	}
+	// Rewriting the tenant in the store breaks the seal.
+	raw, _ := store.Get(ctx, s.Key(), 0)
+	forged := append([]byte{5}, append([]byte("other"), raw[1+raw[0]:]...)...)
+	store.Set(ctx, s.Key(), forged, time.Minute)
+	if _, err := m.Load(ctx, c, "other"); !errors.Is(err, session.ErrNoSession) {
+		t.Fatalf("a session moved to another tenant in Redis: %v, want ErrNoSession", err)
+	}
+}
