@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/extauthz/extauthz/pkg/config"
 	"github.com/extauthz/extauthz/pkg/envoy"
 	"github.com/extauthz/extauthz/pkg/idp"
+	"github.com/extauthz/extauthz/pkg/policy"
 	"github.com/extauthz/extauthz/pkg/server"
 	"github.com/extauthz/extauthz/pkg/session"
 	"github.com/extauthz/extauthz/pkg/session/redisstore"
@@ -65,6 +67,10 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 	if err != nil {
 		return err
 	}
+	pol, err := loadPolicy(cfg, log)
+	if err != nil {
+		return err
+	}
 	sessions := session.NewManager(store, keys, session.Options{
 		Prefix: cfg.KeyPrefix, IdleTimeout: cfg.SessionTimeout, MaxLifetime: cfg.SessionMaxLifetime,
 	})
@@ -87,6 +93,7 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 		CookieName: cfg.CookieName, SecureCookie: cfg.SecureCookie, SameSite: cfg.SameSite, Partitioned: cfg.Partitioned,
 		CallbackPath: cfg.CallbackPath, LogoutPath: cfg.LogoutPath, PostLogoutRedirect: cfg.PostLogoutRedirect,
 		RefreshAhead: cfg.JWTRefresh, RefreshLockTTL: cfg.IDPTimeout + 5*time.Second,
+		Policy: pol, LogoutMethod: logoutMethod(pol),
 	}, log)
 
 	var lc net.ListenConfig
@@ -116,6 +123,47 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 		Pprof:           cfg.Pprof,
 		Log:             log,
 	})
+}
+
+// loadPolicy compiles xs-app.json, if any, and lets its login, logout and
+// sessionTimeout settings fill what no other source set.
+func loadPolicy(cfg *config.Config, log *slog.Logger) (*policy.Policy, error) {
+	if cfg.XSApp == "" {
+		return nil, nil
+	}
+	xsappname := ""
+	if cfg.XSUAA != nil {
+		xsappname = cfg.XSUAA.XSAppName
+	}
+	p, err := policy.LoadFile(cfg.XSApp, xsappname, cfg.RequireAuthForUnknownRoutes)
+	if err != nil {
+		return nil, err
+	}
+	unset := func(name string) bool { return strings.HasPrefix(cfg.Origin(name), "default ") }
+	if p.CallbackEndpoint != "" && unset("login-callback-path") {
+		cfg.CallbackPath = p.CallbackEndpoint
+	}
+	if p.LogoutEndpoint != "" && unset("logout-path") {
+		cfg.LogoutPath = p.LogoutEndpoint
+	}
+	if p.LogoutPage != "" && unset("post-logout-redirect") {
+		cfg.PostLogoutRedirect = p.LogoutPage
+	}
+	if p.SessionTimeout > 0 && unset("session-timeout") {
+		cfg.SessionTimeout = time.Duration(p.SessionTimeout) * time.Minute
+	}
+	log.Info("xs-app.json", "file", cfg.XSApp, "routes", len(p.Routes), "public", p.Public)
+	if len(p.Ignored) > 0 {
+		log.Info("xs-app.json fields left to Envoy (routing and proxying)", "fields", strings.Join(p.Ignored, ", "))
+	}
+	return p, nil
+}
+
+func logoutMethod(p *policy.Policy) string {
+	if p == nil {
+		return http.MethodGet
+	}
+	return p.LogoutMethod
 }
 
 // registrySource serves a tenant's provider from a registry.

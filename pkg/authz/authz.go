@@ -5,13 +5,16 @@ package authz
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/extauthz/extauthz/pkg/idp"
+	"github.com/extauthz/extauthz/pkg/policy"
 	"github.com/extauthz/extauthz/pkg/session"
 )
 
@@ -33,7 +36,7 @@ type Request struct {
 // these through.
 var RequestHeaders = []string{
 	":authority", ":method", ":path", ":scheme",
-	"cookie", "x-forwarded-proto", "x-forwarded-host", "x-requested-with", "sec-fetch-mode",
+	"cookie", "x-forwarded-proto", "x-forwarded-host", "x-requested-with", "sec-fetch-mode", "x-csrf-token",
 }
 
 // Header is one HTTP header.
@@ -105,6 +108,12 @@ type Options struct {
 	// LoginTTL is the lifetime of the state cookie (default 180s, as the
 	// login state in the store).
 	LoginTTL time.Duration
+	// Policy is xs-app.json's routes: public routes, scopes, CSRF. nil:
+	// every path needs a session, no scope, no CSRF check.
+	Policy *policy.Policy
+	// LogoutMethod is the method the logout endpoint takes: GET (default,
+	// also POST) or POST only (xs-app.json logout.logoutMethod).
+	LogoutMethod string
 
 	Now func() time.Time
 }
@@ -182,7 +191,22 @@ func (e *Engine) check(ctx context.Context, r *Request, tenant string) *Decision
 	case e.opt.CallbackPath:
 		return e.callback(ctx, r, tenant, query)
 	case e.opt.LogoutPath:
+		if e.opt.LogoutMethod == http.MethodPost && r.Method != http.MethodPost {
+			d := deny(http.StatusMethodNotAllowed, "logout_method", "Method not allowed: log out with POST.\n")
+			d.Response = append(d.Response, Header{"allow", "POST"})
+			return d
+		}
 		return e.logout(ctx, r, tenant)
+	}
+	var route *policy.Route
+	if e.opt.Policy != nil {
+		route = e.opt.Policy.Match(path, r.Method)
+		switch {
+		case route != nil && route.Public():
+			return e.public(r)
+		case route == nil && !e.opt.Policy.RequireAuthForUnknownRoutes:
+			return deny(http.StatusNotFound, "no_route", "Not found.\n")
+		}
 	}
 	cookie := cookieValue(r.Headers["cookie"], e.opt.CookieName)
 	if cookie == "" {
@@ -203,7 +227,52 @@ func (e *Engine) check(ctx context.Context, r *Request, tenant string) *Decision
 	if d != nil {
 		return d
 	}
-	return e.allow(r, s)
+	if e.opt.Policy != nil {
+		if route == nil {
+			return deny(http.StatusNotFound, "no_route", "Not found.\n") // REQUIRE_AUTH_FOR_UNKNOWN_ROUTES: authenticated first
+		}
+		if d := e.authorize(r, route, s); d != nil {
+			return d
+		}
+	}
+	d = e.allow(r, s)
+	if (r.Method == http.MethodGet || r.Method == http.MethodHead) && strings.EqualFold(r.Headers["x-csrf-token"], "fetch") {
+		d.Response = append(d.Response, Header{"x-csrf-token", s.Record.GetCsrfToken()})
+	}
+	return d
+}
+
+// authorize checks a route's scopes and CSRF protection for a session.
+func (e *Engine) authorize(r *Request, route *policy.Route, s *session.Session) *Decision {
+	if need := route.ScopesFor(r.Method); len(need) > 0 && !slices.ContainsFunc(need, func(sc string) bool {
+		return slices.Contains(s.Record.GetScopes(), sc)
+	}) {
+		return deny(http.StatusForbidden, "missing_scope", "Forbidden: you lack the authorization (scope) this page needs.\n")
+	}
+	if route.NeedsCSRF(r.Method) {
+		want := s.Record.GetCsrfToken()
+		got := r.Headers["x-csrf-token"]
+		if want == "" || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+			d := deny(http.StatusForbidden, "csrf", "Forbidden: CSRF token validation failed.\n")
+			d.Response = append(d.Response, Header{"x-csrf-token", "Required"})
+			return d
+		}
+	}
+	return nil
+}
+
+// public lets a request to a public route through without a session, and
+// without the session cookie.
+func (e *Engine) public(r *Request) *Decision {
+	d := &Decision{Allow: true, Status: http.StatusOK, Reason: "public_route"}
+	if rest := withoutCookie(r.Headers["cookie"], e.opt.CookieName); rest != r.Headers["cookie"] {
+		if rest != "" {
+			d.Upstream = append(d.Upstream, Header{"cookie", rest})
+		} else {
+			d.Remove = []string{"cookie"}
+		}
+	}
+	return d
 }
 
 // provider is the identity provider of a tenant; nil, nil when none is configured.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/extauthz/extauthz/pkg/authz"
 	"github.com/extauthz/extauthz/pkg/idp"
+	"github.com/extauthz/extauthz/pkg/policy"
 	"github.com/extauthz/extauthz/pkg/session"
 	"github.com/extauthz/extauthz/proto/sessionpb"
 )
@@ -523,5 +524,82 @@ func TestTenants(t *testing.T) {
 	cb := on("b.app.example.com", "/login/callback?"+url.Values{"code": {"c"}, "state": {state}}.Encode(), stateCookie)
 	if d := f.engine.Check(ctx, cb); d.Status != http.StatusBadRequest || !strings.Contains(d.Body, "another tenant") {
 		t.Fatalf("callback on another tenant's host: %d %q", d.Status, d.Body)
+	}
+}
+
+func TestPolicy(t *testing.T) {
+	ctx := context.Background()
+	pol, err := policy.Parse([]byte(`{"routes":[
+		{"source":"^/public/","authenticationType":"none"},
+		{"source":"^/admin/","scope":"app.Admin"},
+		{"source":"^/api/","scope":{"GET":"app.Read","default":"app.Write"}},
+		{"source":"^/hook$","csrfProtection":false}]}`), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, authz.Options{Policy: pol})
+	c := f.newSession(t, &sessionpb.Session{AccessToken: "tok", Scopes: []string{"app.Read"}, CsrfToken: "the-csrf-token"})
+	req := func(method, path string, headers ...string) *authz.Request {
+		r := get(path, "theme=dark; JSESSIONID="+c, headers...)
+		r.Method = method
+		return r
+	}
+	for _, tc := range []struct {
+		name   string
+		req    *authz.Request
+		status int
+		reason string
+	}{
+		{"public without session", &authz.Request{Method: "POST", Host: "app.example.com", Path: "/public/x", Headers: map[string]string{}}, 200, "public_route"},
+		{"scope missing", req("GET", "/admin/users"), 403, "missing_scope"},
+		{"scope by method: GET has it", req("GET", "/api/orders"), 200, "session"},
+		{"scope by method: POST lacks it", req("POST", "/api/orders", "x-csrf-token", "the-csrf-token"), 403, "missing_scope"},
+		{"no route", req("GET", "/elsewhere"), 404, "no_route"},
+		{"csrf off for the route", req("POST", "/hook"), 200, "session"},
+	} {
+		d := f.engine.Check(ctx, tc.req)
+		if d.Status != tc.status || d.Reason != tc.reason {
+			t.Errorf("%s: %d %s, want %d %s", tc.name, d.Status, d.Reason, tc.status, tc.reason)
+		}
+	}
+	// A public route still strips the session cookie from what the app sees.
+	if d := f.engine.Check(ctx, req("GET", "/public/x")); fmt.Sprint(d.Upstream) != "[{cookie theme=dark}]" || len(d.Upstream) != 1 {
+		t.Fatalf("public route upstream: %v", d.Upstream)
+	}
+
+	// CSRF: a POST without the token, with a wrong one, then fetch and POST.
+	writer := f.newSession(t, &sessionpb.Session{AccessToken: "tok", Scopes: []string{"app.Write", "app.Read"}, CsrfToken: "the-csrf-token"})
+	post := func(token string) *authz.Decision {
+		r := get("/api/orders", "JSESSIONID="+writer)
+		r.Method = "POST"
+		if token != "" {
+			r.Headers["x-csrf-token"] = token
+		}
+		return f.engine.Check(ctx, r)
+	}
+	for _, tok := range []string{"", "wrong"} {
+		if d := post(tok); d.Status != 403 || header(d, "x-csrf-token") != "Required" {
+			t.Fatalf("POST with CSRF token %q: %d %v, want 403 with x-csrf-token: Required", tok, d.Status, d.Response)
+		}
+	}
+	d := f.engine.Check(ctx, get("/api/orders", "JSESSIONID="+writer, "x-csrf-token", "Fetch"))
+	fetched := header(d, "x-csrf-token")
+	if !d.Allow || fetched != "the-csrf-token" {
+		t.Fatalf("fetch: %+v", d)
+	}
+	if d := post(fetched); !d.Allow {
+		t.Fatalf("POST with the fetched token: %+v", d)
+	}
+}
+
+func TestLogoutMethodPost(t *testing.T) {
+	f := newFixture(t, authz.Options{LogoutMethod: http.MethodPost})
+	if d := f.engine.Check(context.Background(), get("/logout", "")); d.Status != http.StatusMethodNotAllowed || header(d, "allow") != "POST" {
+		t.Fatalf("GET /logout with logoutMethod POST: %+v", d)
+	}
+	r := get("/logout", "")
+	r.Method = "POST"
+	if d := f.engine.Check(context.Background(), r); d.Status != http.StatusFound {
+		t.Fatalf("POST /logout: %d", d.Status)
 	}
 }

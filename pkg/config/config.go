@@ -55,6 +55,9 @@ type Config struct {
 	XSUAA              *binding.XSUAA // from the xsuaa binding
 	TenantHostPattern  string
 	TrustForwardedHost bool
+	// XSApp is the xs-app.json to enforce ("" = none); RequireAuthForUnknownRoutes is approuter's flag.
+	XSApp                       string
+	RequireAuthForUnknownRoutes bool
 	IDPTimeout         time.Duration
 	CallbackPath       string
 	LogoutPath         string
@@ -174,6 +177,20 @@ var settings = []setting{
 		}},
 	{"trust-forwarded-host", "EXTAUTHZ_TRUST_FORWARDED_HOST", "false", "take the tenant from x-forwarded-host (only behind a proxy that sets it)", false,
 		func(c *Config, v string) error { return boolean(&c.TrustForwardedHost, v) }},
+	{"xs-app", "EXTAUTHZ_XS_APP", "", "approuter's xs-app.json: routes, authenticationType, scopes, CSRF, login and logout (default: ./xs-app.json when present)", false,
+		func(c *Config, v string) error {
+			if v == "" {
+				if _, err := os.Stat("xs-app.json"); err == nil {
+					v = "xs-app.json"
+				}
+			} else if _, err := os.Stat(v); err != nil {
+				return err
+			}
+			c.XSApp = v
+			return nil
+		}},
+	{"require-auth-for-unknown-routes", "REQUIRE_AUTH_FOR_UNKNOWN_ROUTES", "false", "with xs-app.json: a request matching no route is authenticated before its 404 (approuter)", false,
+		func(c *Config, v string) error { return boolean(&c.RequireAuthForUnknownRoutes, v) }},
 	{"oidc-issuer", "EXTAUTHZ_OIDC_ISSUER", "", "OpenID Connect issuer URL (discovery at <issuer>/.well-known/openid-configuration); {tenant} is replaced by the tenant, e.g. https://{tenant}.idp.example", false,
 		func(c *Config, v string) error { c.OIDC.Issuer = v; return nil }},
 	{"oidc-client-id", "EXTAUTHZ_OIDC_CLIENT_ID", "", "OAuth2 client id", false,
