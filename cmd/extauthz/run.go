@@ -181,7 +181,8 @@ func newProviders(cfg *config.Config, log *slog.Logger) (authz.Providers, error)
 	o := cfg.OIDC
 	explicit := o.Issuer != "" && !cfg.IssuerFromBinding()
 	oidcFor := func(issuer string) (idp.Client, error) {
-		return idp.New(idp.Config{Issuer: issuer, ClientID: o.ClientID, ClientSecret: string(o.ClientSecret), Scopes: o.Scopes, Timeout: cfg.IDPTimeout})
+		return idp.New(idp.Config{Issuer: issuer, ClientID: o.ClientID, ClientSecret: string(o.ClientSecret), Scopes: o.Scopes,
+			Timeout: cfg.IDPTimeout, ScopeClaim: o.ScopeClaim})
 	}
 	switch {
 	case cfg.XSUAA != nil && !explicit:

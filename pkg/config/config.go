@@ -97,6 +97,9 @@ type OIDC struct {
 	ClientID     string
 	ClientSecret Secret
 	Scopes       []string
+	// ScopeClaim names an ID token claim whose values count as scopes for
+	// xs-app.json (e.g. IAS "groups").
+	ScopeClaim string
 	// IASDomain, from an identity binding: with TENANT_HOST_PATTERN each
 	// tenant logs in at https://<tenant>.<domain>.
 	IASDomain string
@@ -199,6 +202,8 @@ var settings = []setting{
 		func(c *Config, v string) error { c.OIDC.ClientSecret = Secret(v); return nil }},
 	{"oidc-scopes", "EXTAUTHZ_OIDC_SCOPES", "openid", "scopes to request, space- or comma-separated (add offline_access where the IdP needs it for refresh tokens)", false,
 		func(c *Config, v string) error { c.OIDC.Scopes = strings.FieldsFunc(v, isListSep); return nil }},
+	{"oidc-scope-claim", "EXTAUTHZ_OIDC_SCOPE_CLAIM", "", "ID token claim whose values count as scopes for xs-app.json routes (e.g. groups with IAS)", false,
+		func(c *Config, v string) error { c.OIDC.ScopeClaim = v; return nil }},
 	{"idp-timeout", "EXTAUTHZ_IDP_TIMEOUT", "5s", "deadline of every call to the identity provider", false,
 		func(c *Config, v string) error { return duration(&c.IDPTimeout, v, false) }},
 	{"login-callback-path", "EXTAUTHZ_LOGIN_CALLBACK_PATH", "/login/callback", "path of the OAuth2 redirect URI (approuter login.callbackEndpoint)", false,

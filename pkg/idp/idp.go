@@ -37,6 +37,10 @@ type Config struct {
 	Timeout time.Duration
 	// Now is the clock for token checks (default time.Now).
 	Now func() time.Time
+	// ScopeClaim, when set, names an ID token claim (a list or a
+	// space-separated string, e.g. IAS's "groups") whose values join the
+	// session's scopes.
+	ScopeClaim string
 }
 
 // Tokens is what a login or a refresh yields.
@@ -214,11 +218,23 @@ func (p *Provider) verify(ctx context.Context, d *discovered, tok *oauth2.Token,
 	if err != nil {
 		return nil, fmt.Errorf("%w: id token: %w", ErrRejected, err)
 	}
-	var claims struct {
-		SID string `json:"sid"`
-	}
+	var claims map[string]any
 	_ = idt.Claims(&claims)
-	return &verified{Tokens: tokens(tok, raw, idt.Issuer, idt.Subject, claims.SID), nonce: idt.Nonce}, nil
+	sid, _ := claims["sid"].(string)
+	t := tokens(tok, raw, idt.Issuer, idt.Subject, sid)
+	if p.cfg.ScopeClaim != "" {
+		switch v := claims[p.cfg.ScopeClaim].(type) {
+		case string:
+			t.Scopes = append(t.Scopes, strings.Fields(v)...)
+		case []any:
+			for _, x := range v {
+				if s, ok := x.(string); ok {
+					t.Scopes = append(t.Scopes, s)
+				}
+			}
+		}
+	}
+	return &verified{Tokens: t, nonce: idt.Nonce}, nil
 }
 
 func tokens(tok *oauth2.Token, idToken, iss, sub, sid string) *Tokens {

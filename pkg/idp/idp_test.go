@@ -77,7 +77,7 @@ func (p *testProvider) idToken(sub, nonce string) string {
 	}
 	claims, _ := json.Marshal(map[string]any{
 		"iss": p.srv.URL, "sub": sub, "aud": "client", "exp": time.Now().Add(time.Hour).Unix(),
-		"iat": time.Now().Unix(), "nonce": nonce, "sid": "idp-session-1",
+		"iat": time.Now().Unix(), "nonce": nonce, "sid": "idp-session-1", "groups": []string{"Admins", "Buyers"},
 	})
 	jws, _ := signer.Sign(claims)
 	s, _ := jws.CompactSerialize()
@@ -194,6 +194,24 @@ func TestLoginExchangeRefreshLogout(t *testing.T) {
 	}
 	if n := tp.discovery.Load(); n != 1 {
 		t.Fatalf("discovery fetched %d times, want once", n)
+	}
+}
+
+func TestScopeClaim(t *testing.T) {
+	ctx := context.Background()
+	tp := newTestProvider(t)
+	prov, err := New(Config{Issuer: tp.srv.URL, ClientID: "client", ClientSecret: "secret", ScopeClaim: "groups"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := oauth2.GenerateVerifier()
+	u, _ := prov.AuthCodeURL(ctx, "s", "n", v, "https://app/cb")
+	tok, err := prov.Exchange(ctx, tp.authorize(t, u), v, "https://app/cb", "n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(tok.Scopes, " "); got != "openid email Admins Buyers" {
+		t.Fatalf("scopes %q: the groups claim must join the token's scopes", got)
 	}
 }
 
