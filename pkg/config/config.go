@@ -58,10 +58,10 @@ type Config struct {
 	// XSApp is the xs-app.json to enforce ("" = none); RequireAuthForUnknownRoutes is approuter's flag.
 	XSApp                       string
 	RequireAuthForUnknownRoutes bool
-	IDPTimeout         time.Duration
-	CallbackPath       string
-	LogoutPath         string
-	PostLogoutRedirect string
+	IDPTimeout                  time.Duration
+	CallbackPath                string
+	LogoutPath                  string
+	PostLogoutRedirect          string
 
 	// origin records where each setting's value came from, for messages.
 	origin map[string]string
