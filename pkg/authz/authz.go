@@ -265,13 +265,7 @@ func (e *Engine) authorize(r *Request, route *policy.Route, s *session.Session) 
 // without the session cookie.
 func (e *Engine) public(r *Request) *Decision {
 	d := &Decision{Allow: true, Status: http.StatusOK, Reason: "public_route"}
-	if rest := withoutCookie(r.Headers["cookie"], e.opt.CookieName); rest != r.Headers["cookie"] {
-		if rest != "" {
-			d.Upstream = append(d.Upstream, Header{"cookie", rest})
-		} else {
-			d.Remove = []string{"cookie"}
-		}
-	}
+	e.stripSessionCookie(d, r)
 	return d
 }
 
@@ -290,12 +284,22 @@ func (e *Engine) allow(r *Request, s *session.Session) *Decision {
 		Allow: true, Status: http.StatusOK, Reason: "session", Tenant: s.Record.GetTenant(),
 		Upstream: []Header{{"authorization", "Bearer " + s.Record.GetAccessToken()}},
 	}
-	if rest := withoutCookie(r.Headers["cookie"], e.opt.CookieName); rest != "" {
+	e.stripSessionCookie(d, r)
+	return d
+}
+
+// stripSessionCookie keeps the session cookie from the upstream: the
+// cookie header is rewritten without it, or removed when nothing is left.
+func (e *Engine) stripSessionCookie(d *Decision, r *Request) {
+	cookies := r.Headers["cookie"]
+	if cookies == "" {
+		return
+	}
+	if rest := withoutCookie(cookies, e.opt.CookieName); rest != "" {
 		d.Upstream = append(d.Upstream, Header{"cookie", rest})
 	} else {
 		d.Remove = []string{"cookie"}
 	}
-	return d
 }
 
 // unauthenticated answers a request without a usable session: a browser

@@ -83,8 +83,7 @@ func New(opt Options) (*Store, error) {
 		Username:              opt.Username,
 		Password:              opt.Password,
 		DB:                    opt.DB,
-		Dialer:                dial,
-		TLSConfig:             opt.TLS, // used by Cluster/Sentinel node discovery; our Dialer does the handshake
+		Dialer:                dial, // does the TLS handshake too, for every node
 		IsClusterMode:         opt.Cluster,
 		MasterName:            opt.MasterName,
 		SentinelUsername:      opt.SentinelUsername,
@@ -97,10 +96,6 @@ func New(opt Options) (*Store, error) {
 		MaxRetries:            1,
 		PoolSize:              opt.PoolSize,
 		DisableIdentity:       true,
-	}
-	if opt.TLS != nil {
-		// The Dialer above already speaks TLS; go-redis must not wrap it again.
-		uo.TLSConfig = nil
 	}
 	return &Store{c: redis.NewUniversalClient(uo), timeout: opt.Timeout}, nil
 }
