@@ -82,16 +82,8 @@ func decodeHTTP(b []byte, r *authz.Request) error {
 			r.Scheme = string(v)
 		case fHTTPHeaders:
 			sawHeaders = true
-			var k, val []byte
-			if err := fields(v, func(num protowire.Number, v []byte) error {
-				switch num {
-				case fHeaderValueKey:
-					k = v
-				case fHeaderValueValue:
-					val = v
-				}
-				return nil
-			}); err != nil {
+			k, val, err := keyValue(v)
+			if err != nil {
 				return err
 			}
 			if wanted(k) {
@@ -111,22 +103,9 @@ func decodeHTTP(b []byte, r *authz.Request) error {
 			if num != fHeaderMapHeaders {
 				return nil
 			}
-			var k, val, raw []byte
-			if err := fields(v, func(num protowire.Number, v []byte) error {
-				switch num {
-				case fHeaderValueKey:
-					k = v
-				case fHeaderValueValue:
-					val = v
-				case fHeaderValueRawVal:
-					raw = v
-				}
-				return nil
-			}); err != nil {
+			k, val, err := keyValue(v)
+			if err != nil {
 				return err
-			}
-			if len(raw) > 0 {
-				val = raw
 			}
 			addHeader(r.Headers, strings.ToLower(string(k)), string(val))
 			return nil
@@ -135,6 +114,27 @@ func decodeHTTP(b []byte, r *authz.Request) error {
 		}
 	}
 	return nil
+}
+
+// keyValue reads a map entry or a HeaderValue: key (1), value (2), and
+// raw_value (3), which wins when set.
+func keyValue(b []byte) (k, v []byte, err error) {
+	var raw []byte
+	err = fields(b, func(num protowire.Number, f []byte) error {
+		switch num {
+		case fHeaderValueKey:
+			k = f
+		case fHeaderValueValue:
+			v = f
+		case fHeaderValueRawVal:
+			raw = f
+		}
+		return nil
+	})
+	if len(raw) > 0 {
+		v = raw
+	}
+	return k, v, err
 }
 
 // wanted says whether the engine reads a header (names arrive lower-case).
