@@ -82,7 +82,7 @@ func decodeHTTP(b []byte, r *authz.Request) error {
 			r.Scheme = string(v)
 		case fHTTPHeaders:
 			sawHeaders = true
-			k, val, err := keyValue(v)
+			k, val, err := keyValue(v, false)
 			if err != nil {
 				return err
 			}
@@ -103,7 +103,7 @@ func decodeHTTP(b []byte, r *authz.Request) error {
 			if num != fHeaderMapHeaders {
 				return nil
 			}
-			k, val, err := keyValue(v)
+			k, val, err := keyValue(v, true)
 			if err != nil {
 				return err
 			}
@@ -116,9 +116,10 @@ func decodeHTTP(b []byte, r *authz.Request) error {
 	return nil
 }
 
-// keyValue reads a map entry or a HeaderValue: key (1), value (2), and
-// raw_value (3), which wins when set.
-func keyValue(b []byte) (k, v []byte, err error) {
+// keyValue reads a map entry (key 1, value 2) or, with headerValue, a
+// HeaderValue, whose raw_value (3) wins when set; in a map entry field 3 is
+// unknown and ignored, as the generated decoder does.
+func keyValue(b []byte, headerValue bool) (k, v []byte, err error) {
 	var raw []byte
 	err = fields(b, func(num protowire.Number, f []byte) error {
 		switch num {
@@ -131,7 +132,7 @@ func keyValue(b []byte) (k, v []byte, err error) {
 		}
 		return nil
 	})
-	if len(raw) > 0 {
+	if headerValue && len(raw) > 0 {
 		v = raw
 	}
 	return k, v, err
