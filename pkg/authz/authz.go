@@ -281,7 +281,7 @@ func (e *Engine) provider(ctx context.Context, tenant string) (Provider, error) 
 // cookie.
 func (e *Engine) allow(r *Request, s *session.Session) *Decision {
 	d := &Decision{
-		Allow: true, Status: http.StatusOK, Reason: "session", Tenant: s.Record.GetTenant(),
+		Allow: true, Status: http.StatusOK, Reason: "session",
 		Upstream: []Header{{"authorization", "Bearer " + s.Record.GetAccessToken()}},
 	}
 	e.stripSessionCookie(d, r)

@@ -2,7 +2,6 @@ package authz
 
 import (
 	"net/http"
-	"strconv"
 	"strings"
 )
 
@@ -92,40 +91,6 @@ func (e *Engine) setCookie(r *Request, name, value, path string, maxAge int) str
 		c.MaxAge = maxAge
 	}
 	return c.String()
-}
-
-// validHost returns the request's host, lower-cased, if it is a plain
-// host[:port] (no userinfo, path, spaces or other tricks), for building URLs
-// that point back at it.
-func validHost(h string) (string, bool) {
-	if h == "" || len(h) > 255 {
-		return "", false
-	}
-	h = strings.ToLower(h)
-	host, port := h, ""
-	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.HasSuffix(h, "]") {
-		host, port = h[:i], h[i+1:]
-		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 || port[0] == '+' {
-			return "", false
-		}
-	}
-	if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
-		for _, c := range host[1 : len(host)-1] {
-			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c == ':' || c == '.') {
-				return "", false
-			}
-		}
-		return h, len(host) > 2
-	}
-	if host == "" || strings.HasPrefix(host, ".") || strings.HasPrefix(host, "-") || strings.Contains(host, "..") {
-		return "", false
-	}
-	for _, c := range host {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '-') {
-			return "", false
-		}
-	}
-	return h, true
 }
 
 // returnPath is where the browser goes back to after the login: the request

@@ -14,6 +14,7 @@ import (
 
 	"github.com/extauthz/extauthz/pkg/idp"
 	"github.com/extauthz/extauthz/pkg/session"
+	tenancy "github.com/extauthz/extauthz/pkg/tenant"
 	"github.com/extauthz/extauthz/proto/sessionpb"
 )
 
@@ -25,7 +26,7 @@ func (e *Engine) stateCookieName(state string) string {
 
 // startLogin sends a browser to the identity provider.
 func (e *Engine) startLogin(ctx context.Context, r *Request, tenant string) *Decision {
-	host, ok := validHost(r.Host)
+	host, ok := tenancy.ValidHost(r.Host)
 	if !ok {
 		return deny(http.StatusBadRequest, "bad_host", "Bad request: invalid Host header.\n")
 	}
@@ -136,7 +137,7 @@ func (e *Engine) callback(ctx context.Context, r *Request, tenant, query string)
 // logout deletes the session, clears the cookie and sends the browser to the
 // identity provider's logout.
 func (e *Engine) logout(ctx context.Context, r *Request, tenant string) *Decision {
-	host, ok := validHost(r.Host)
+	host, ok := tenancy.ValidHost(r.Host)
 	if !ok {
 		return deny(http.StatusBadRequest, "bad_host", "Bad request: invalid Host header.\n")
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 )
 
@@ -68,30 +69,74 @@ func (r *Resolver) Resolve(host, forwardedHost string) (string, error) {
 // Hostname is the host without port, lower-cased and without a trailing
 // dot; "" for a host that is not a plain DNS name or IP literal.
 func Hostname(host string) string {
-	host = strings.ToLower(strings.TrimSpace(host))
-	if len(host) == 0 || len(host) > MaxHostLen+6 {
+	name, _, ok := splitHost(host)
+	if !ok {
 		return ""
 	}
+	return strings.TrimSuffix(name, ".")
+}
+
+// ValidHost returns a request's host[:port], lower-cased, if it is a plain
+// DNS name or IP literal with an optional port (no userinfo, path, spaces
+// or other tricks), for building URLs that point back at it.
+func ValidHost(host string) (string, bool) {
+	name, port, ok := splitHost(host)
+	if !ok {
+		return "", false
+	}
+	if port != "" {
+		return name + ":" + port, true
+	}
+	return name, true
+}
+
+// splitHost parses host[:port]: a DNS name or a bracketed IPv6 literal, and
+// a port 1-65535 when there is a colon.
+func splitHost(host string) (name, port string, ok bool) {
+	host = strings.ToLower(strings.TrimSpace(host))
+	if host == "" || len(host) > MaxHostLen+6 {
+		return "", "", false
+	}
+	name = host
 	if strings.HasPrefix(host, "[") {
 		end := strings.IndexByte(host, ']')
-		if end < 0 {
-			return ""
+		if end < 2 {
+			return "", "", false
 		}
-		return host[:end+1]
+		name, port = host[:end+1], host[end+1:]
+		if port != "" && port[0] != ':' {
+			return "", "", false
+		}
+		port = strings.TrimPrefix(port, ":")
+		for _, c := range name[1:end] {
+			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c == ':' || c == '.') {
+				return "", "", false
+			}
+		}
+	} else if i := strings.LastIndexByte(host, ':'); i >= 0 {
+		name, port = host[:i], host[i+1:]
+		if port == "" {
+			return "", "", false
+		}
 	}
-	if i := strings.LastIndexByte(host, ':'); i >= 0 {
-		host = host[:i]
+	if port != "" {
+		n, err := strconv.Atoi(port)
+		if err != nil || n < 1 || n > 65535 || port[0] == '+' {
+			return "", "", false
+		}
 	}
-	host = strings.TrimSuffix(host, ".")
-	if host == "" || len(host) > MaxHostLen || strings.Contains(host, "..") {
-		return ""
+	if name[0] == '[' {
+		return name, port, true
 	}
-	for _, c := range host {
+	if len(name) > MaxHostLen || strings.HasPrefix(name, ".") || strings.HasPrefix(name, "-") || strings.Contains(name, "..") || strings.TrimSuffix(name, ".") == "" {
+		return "", "", false
+	}
+	for _, c := range name {
 		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
-			return ""
+			return "", "", false
 		}
 	}
-	return host
+	return name, port, true
 }
 
 // validLabel accepts a tenant subdomain: one or more DNS labels.

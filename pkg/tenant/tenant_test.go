@@ -81,3 +81,28 @@ func FuzzResolve(f *testing.F) {
 		}
 	})
 }
+
+func TestValidHost(t *testing.T) {
+	for host, want := range map[string]string{
+		"App.Example.com":       "app.example.com",
+		"app.example.com:8443":  "app.example.com:8443",
+		"localhost:8080":        "localhost:8080",
+		"[::1]:8080":            "[::1]:8080",
+		"[::1]":                 "[::1]",
+		"evil.com/x@":           "",
+		"user@evil.com":         "",
+		"app.example.com:":      "",
+		"app.example.com:+80":   "",
+		"app.example.com:70000": "",
+		"[zz::1]":               "",
+		"[::1]x":                "",
+		"-a.example.com":        "",
+		"":                      "",
+		".":                     "",
+	} {
+		got, ok := ValidHost(host)
+		if got != want || ok != (want != "") {
+			t.Errorf("ValidHost(%q) = %q, %v; want %q", host, got, ok, want)
+		}
+	}
+}
