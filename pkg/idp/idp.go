@@ -119,9 +119,6 @@ func New(cfg Config) (*Provider, error) {
 	return &Provider{cfg: cfg, client: client}, nil
 }
 
-// Issuer is the configured issuer URL.
-func (p *Provider) Issuer() string { return p.cfg.Issuer }
-
 func (p *Provider) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
 	ctx = oidc.ClientContext(ctx, p.client)
 	ctx = context.WithValue(ctx, oauth2.HTTPClient, p.client)

@@ -24,7 +24,7 @@ func BenchmarkOpen(b *testing.B) {
 	k := mustKeys(b, secretA)
 	tok := session.NewToken()
 	ad := []byte("extauthz:s:{0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef}")
-	sealed, _ := k.Seal(&tok, ad, make([]byte, 4096))
+	sealed, _ := k.Seal(nil, &tok, ad, make([]byte, 4096))
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := k.Open(&tok, ad, sealed); err != nil {

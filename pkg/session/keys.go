@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"slices"
 	"sync"
 )
 
@@ -164,16 +165,17 @@ func (k *Keys) aead(i int, t *Token) (cipher.AEAD, error) {
 
 // Seal encrypts plaintext with AES-256-GCM under a key derived from the first
 // secret and the token; ad (the store key) is authenticated, not stored.
-// Output: version || nonce || ciphertext.
-func (k *Keys) Seal(t *Token, ad, plaintext []byte) ([]byte, error) {
+// It appends version || nonce || ciphertext to dst.
+func (k *Keys) Seal(dst []byte, t *Token, ad, plaintext []byte) ([]byte, error) {
 	a, err := k.aead(0, t)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]byte, 1+a.NonceSize(), 1+a.NonceSize()+len(plaintext)+a.Overhead())
-	out[0] = sealVersion
-	rand.Read(out[1:])
-	return a.Seal(out, out[1:], plaintext, ad), nil
+	n := len(dst)
+	out := slices.Grow(dst, 1+a.NonceSize()+len(plaintext)+a.Overhead())[:n+1+a.NonceSize()]
+	out[n] = sealVersion
+	rand.Read(out[n+1:])
+	return a.Seal(out, out[n+1:], plaintext, ad), nil
 }
 
 // Open decrypts a value made by Seal under any of the secrets.

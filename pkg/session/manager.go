@@ -174,11 +174,11 @@ func (m *Manager) Save(ctx context.Context, s *Session) error {
 	if len(tenant) > 255 {
 		return errors.New("session record: tenant name longer than 255 bytes")
 	}
-	sealed, err := m.keys.Seal(&s.token, associatedData(s.key, tenant), plain)
+	header := append(make([]byte, 0, 1+len(tenant)+len(plain)+64), byte(len(tenant)))
+	stored, err := m.keys.Seal(append(header, tenant...), &s.token, associatedData(s.key, tenant), plain)
 	if err != nil {
 		return err
 	}
-	stored := append(append([]byte{byte(len(tenant))}, tenant...), sealed...)
 	if err := m.store.Set(ctx, s.key, stored, ttl); err != nil {
 		return fmt.Errorf("session store: %w", err)
 	}
@@ -216,7 +216,7 @@ func (m *Manager) PutLogin(ctx context.Context, ls *sessionpb.LoginState) (strin
 	if err != nil {
 		return "", fmt.Errorf("login state: %w", err)
 	}
-	sealed, err := m.keys.Seal(&t, []byte(key), plain)
+	sealed, err := m.keys.Seal(nil, &t, []byte(key), plain)
 	if err != nil {
 		return "", err
 	}

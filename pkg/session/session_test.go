@@ -91,7 +91,7 @@ func TestSealOpen(t *testing.T) {
 	k := mustKeys(t, secretA)
 	tok := session.NewToken()
 	ad := []byte("extauthz:s:{x}")
-	sealed, err := k.Seal(&tok, ad, []byte("record"))
+	sealed, err := k.Seal(nil, &tok, ad, []byte("record"))
 	if err != nil {
 		t.Fatal(err)
 	}
