@@ -115,7 +115,8 @@ func (m *Manager) Reload(ctx context.Context, s *Session) (*Session, error) {
 // key), so a session can name its tenant before it is opened, and cannot be
 // moved to another tenant.
 func associatedData(key, tenant string) []byte {
-	return []byte(key + "\x00" + tenant)
+	ad := make([]byte, 0, len(key)+1+len(tenant))
+	return append(append(append(ad, key...), 0), tenant...)
 }
 
 func (m *Manager) load(ctx context.Context, t Token, key string, idle time.Duration) (*Session, error) {
