@@ -60,6 +60,10 @@ type Decision struct {
 	Body string
 	// Tenant the request was resolved to ("" in single-tenant mode).
 	Tenant string
+	// TenantVerified: the tenant is proven, not only named by the host: a
+	// session of this tenant was opened, or a login on it completed.
+	// Anything keyed by tenant (metric labels) keys only verified tenants.
+	TenantVerified bool
 }
 
 // Providers gives the identity provider of a tenant ("" in single-tenant
@@ -281,7 +285,7 @@ func (e *Engine) provider(ctx context.Context, tenant string) (Provider, error) 
 // cookie.
 func (e *Engine) allow(r *Request, s *session.Session) *Decision {
 	d := &Decision{
-		Allow: true, Status: http.StatusOK, Reason: "session",
+		Allow: true, Status: http.StatusOK, Reason: "session", TenantVerified: true,
 		Upstream: []Header{{"authorization", "Bearer " + s.Record.GetAccessToken()}},
 	}
 	e.stripSessionCookie(d, r)

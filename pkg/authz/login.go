@@ -130,8 +130,10 @@ func (e *Engine) callback(ctx context.Context, r *Request, tenant, query string)
 		return e.storeError(ctx, err)
 	}
 	e.log.InfoContext(ctx, "login", "subject", rec.GetSubject(), "tenant", rec.GetTenant())
-	return redirect("login_complete", ls.GetReturnPath(),
+	d := redirect("login_complete", ls.GetReturnPath(),
 		append([]string{e.setCookie(r, e.opt.CookieName, cookie, "/", 0)}, clear...)...)
+	d.TenantVerified = true
+	return d
 }
 
 // logout deletes the session, clears the cookie and sends the browser to the
