@@ -33,17 +33,41 @@ type Service struct {
 	engine Engine
 	obs    Observer
 	log    *slog.Logger
+
+	maxHeaderBytes int
 }
 
-// NewService returns the gRPC service. obs may be nil.
+// NewService returns the gRPC service, with DefaultMaxHeaderBytes. obs may
+// be nil.
 func NewService(engine Engine, obs Observer, log *slog.Logger) *Service {
-	return &Service{engine: engine, obs: obs, log: log}
+	return &Service{engine: engine, obs: obs, log: log, maxHeaderBytes: DefaultMaxHeaderBytes}
+}
+
+// LimitHeaderBytes sets the most bytes of header names and values one check
+// may carry (0: DefaultMaxHeaderBytes); a check over it gets 431. Call it
+// before ServerOptions and serving.
+func (s *Service) LimitHeaderBytes(n int) *Service {
+	s.maxHeaderBytes = headerLimit(n)
+	return s
 }
 
 // Check implements the Authorization service on the generated types (the
 // server uses Register's faster decoding; both give the same answer).
 func (s *Service) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
-	return s.check(ctx, requestFromCheck(req)), nil
+	r, size := requestFromCheck(req)
+	if size > s.maxHeaderBytes {
+		return s.tooLarge(ctx, r), nil
+	}
+	return s.check(ctx, r), nil
+}
+
+// tooLarge answers a check whose headers exceed the limit, without asking
+// the engine.
+func (s *Service) tooLarge(ctx context.Context, r *authz.Request) *authv3.CheckResponse {
+	start := time.Now()
+	d := headersTooLarge()
+	observe(ctx, s.obs, s.log, "grpc", r, d, start)
+	return CheckResponse(d)
 }
 
 func (s *Service) check(ctx context.Context, r *authz.Request) *authv3.CheckResponse {
@@ -69,47 +93,36 @@ func observe(ctx context.Context, obs Observer, log *slog.Logger, proto string, 
 	}
 }
 
-// requestFromCheck reads what the engine needs from a CheckRequest.
-func requestFromCheck(req *authv3.CheckRequest) *authz.Request {
+// requestFromCheck reads what the engine needs from a CheckRequest, and
+// counts the bytes of its headers' names and values (all of them).
+func requestFromCheck(req *authv3.CheckRequest) (*authz.Request, int) {
 	h := req.GetAttributes().GetRequest().GetHttp()
 	r := &authz.Request{
 		Method: h.GetMethod(), Scheme: h.GetScheme(), Host: h.GetHost(), Path: h.GetPath(),
 		Headers: make(map[string]string, 8),
 	}
-	if len(h.GetHeaders()) > 0 {
-		for k, v := range h.GetHeaders() {
-			if wanted([]byte(k)) {
-				r.Headers[k] = v
-			}
-		}
-	} else {
-		// encode_raw_headers: values as bytes, repeated headers as entries.
-		for _, hv := range h.GetHeaderMap().GetHeaders() {
-			v := hv.GetValue()
-			if len(hv.GetRawValue()) > 0 {
-				v = string(hv.GetRawValue())
-			}
-			addHeader(r.Headers, strings.ToLower(hv.GetKey()), v)
+	size := 0
+	for k, v := range h.GetHeaders() {
+		size += len(k) + len(v)
+		if name, ok := wantedName(k); ok && name == k {
+			r.Headers[k] = v
 		}
 	}
+	// encode_raw_headers: values as bytes, repeated headers as entries.
+	j := joiner{headers: r.Headers}
+	for _, hv := range h.GetHeaderMap().GetHeaders() {
+		v := hv.GetValue()
+		if len(hv.GetRawValue()) > 0 {
+			v = string(hv.GetRawValue())
+		}
+		size += len(hv.GetKey()) + len(v)
+		if name, ok := wantedName(hv.GetKey()); ok && len(h.GetHeaders()) == 0 {
+			j.add(name, v)
+		}
+	}
+	j.done()
 	fillFromPseudoHeaders(r)
-	return r
-}
-
-// addHeader adds a repeated header as Envoy joins them: cookies with "; ",
-// others with ",". Headers the engine does not read are dropped.
-func addHeader(headers map[string]string, k, v string) {
-	if !wanted([]byte(k)) {
-		return
-	}
-	if prev, ok := headers[k]; ok {
-		sep := ","
-		if k == "cookie" {
-			sep = "; "
-		}
-		v = prev + sep + v
-	}
-	headers[k] = v
+	return r, size
 }
 
 // fillFromPseudoHeaders takes method, host, path and scheme from the

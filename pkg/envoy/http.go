@@ -30,19 +30,34 @@ type HTTPHandler struct {
 	obs        Observer
 	log        *slog.Logger
 	pathPrefix string
+
+	maxHeaderBytes int
 }
 
 // NewHTTPHandler returns the handler. pathPrefix (Envoy's path_prefix) is
 // cut from request paths; obs may be nil.
 func NewHTTPHandler(engine Engine, obs Observer, log *slog.Logger, pathPrefix string) *HTTPHandler {
-	return &HTTPHandler{engine: engine, obs: obs, log: log, pathPrefix: strings.TrimSuffix(pathPrefix, "/")}
+	return &HTTPHandler{engine: engine, obs: obs, log: log, pathPrefix: strings.TrimSuffix(pathPrefix, "/"), maxHeaderBytes: DefaultMaxHeaderBytes}
+}
+
+// LimitHeaderBytes sets the most bytes of header names and values one check
+// may carry (0: DefaultMaxHeaderBytes); a check over it gets 431. The
+// http.Server's MaxHeaderBytes should be the same, so that larger requests
+// are refused (431 too) before they are read whole.
+func (h *HTTPHandler) LimitHeaderBytes(n int) *HTTPHandler {
+	h.maxHeaderBytes = headerLimit(n)
+	return h
 }
 
 const subrequestHeader = "X-Extauthz-Subrequest"
 
 func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 	start := time.Now()
-	r := h.request(hr)
+	r, size := h.request(hr)
+	if size > h.maxHeaderBytes {
+		h.refuse(w, hr, r, headersTooLarge(), start)
+		return
+	}
 	nginx := hr.Header.Get(subrequestHeader) == "nginx"
 	if nginx {
 		if m := hr.Header.Get("X-Original-Method"); m != "" {
@@ -78,8 +93,9 @@ func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 	_, _ = w.Write([]byte(d.Body))
 }
 
-// request reads what the engine needs from the check request.
-func (h *HTTPHandler) request(hr *http.Request) *authz.Request {
+// request reads what the engine needs from the check request, and counts
+// the bytes of its headers as Envoy does (pseudo-headers included).
+func (h *HTTPHandler) request(hr *http.Request) (*authz.Request, int) {
 	path := hr.URL.RequestURI()
 	if h.pathPrefix != "" {
 		if p, ok := strings.CutPrefix(path, h.pathPrefix); ok && (p == "" || p[0] == '/' || p[0] == '?') {
@@ -93,11 +109,17 @@ func (h *HTTPHandler) request(hr *http.Request) *authz.Request {
 	if hr.TLS != nil {
 		r.Scheme = "https"
 	}
+	size := len(":method") + len(hr.Method) + len(":path") + len(hr.RequestURI) + len(":authority") + len(hr.Host)
+	j := joiner{headers: r.Headers}
 	for k, vs := range hr.Header {
-		k = strings.ToLower(k)
+		name, ok := wantedName(k)
 		for _, v := range vs {
-			addHeader(r.Headers, k, v)
+			size += len(k) + len(v)
+			if ok {
+				j.add(name, v)
+			}
 		}
 	}
-	return r
+	j.done()
+	return r, size
 }

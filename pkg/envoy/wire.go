@@ -3,8 +3,8 @@ package envoy
 import (
 	"context"
 	"errors"
-	"strings"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
 	_ "google.golang.org/grpc/encoding/proto" // registers the "proto" codec this one wraps
@@ -39,12 +39,24 @@ const (
 	fHeaderValueRawVal = 3  // HeaderValue.raw_value
 )
 
-var errMalformed = errors.New("malformed CheckRequest")
+var (
+	errMalformed = errors.New("malformed CheckRequest")
+	errTooLarge  = errors.New("headers over the limit")
+)
 
-// decodeCheck fills r from an encoded CheckRequest.
-func decodeCheck(b []byte, r *authz.Request) error {
+// decodeCheck fills r from an encoded CheckRequest. over reports headers
+// whose names and values, summed, exceed maxHeaderBytes; decoding then
+// stops and r is incomplete.
+//
+// A message field that occurs more than once is merged, as protobuf does:
+// the HttpRequest read is every http of every request of every attributes,
+// in order, read as one message (scalars: the last wins; the headers map:
+// the last entry of a key wins; header_map's headers: appended).
+func decodeCheck(b []byte, r *authz.Request, maxHeaderBytes int) (over bool, err error) {
 	r.Headers = make(map[string]string, 8)
-	err := fields(b, func(num protowire.Number, v []byte) error {
+	var one [1][]byte
+	https := one[:0]
+	err = fields(b, func(num protowire.Number, v []byte) error {
 		if num != fCheckAttributes {
 			return nil
 		}
@@ -53,51 +65,68 @@ func decodeCheck(b []byte, r *authz.Request) error {
 				return nil
 			}
 			return fields(v, func(num protowire.Number, v []byte) error {
-				if num != fRequestHTTP {
-					return nil
+				if num == fRequestHTTP {
+					https = append(https, v)
 				}
-				return decodeHTTP(v, r)
+				return nil
 			})
 		})
 	})
 	if err != nil {
-		return err
+		return false, err
+	}
+	err = decodeHTTP(https, r, maxHeaderBytes)
+	if errors.Is(err, errTooLarge) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
 	}
 	fillFromPseudoHeaders(r)
-	return nil
+	return false, nil
 }
 
-func decodeHTTP(b []byte, r *authz.Request) error {
+// decodeHTTP reads the parts of one HttpRequest. Every header is counted
+// against the limit, those the engine does not read too.
+func decodeHTTP(parts [][]byte, r *authz.Request, maxHeaderBytes int) error {
 	var headerMap [][]byte
 	sawHeaders := false
-	err := fields(b, func(num protowire.Number, v []byte) error {
-		switch num {
-		case fHTTPMethod:
-			r.Method = string(v)
-		case fHTTPPath:
-			r.Path = string(v)
-		case fHTTPHost:
-			r.Host = string(v)
-		case fHTTPScheme:
-			r.Scheme = string(v)
-		case fHTTPHeaders:
-			sawHeaders = true
-			k, val, err := keyValue(v, false)
-			if err != nil {
-				return err
+	left := maxHeaderBytes
+	for _, b := range parts {
+		err := fields(b, func(num protowire.Number, v []byte) error {
+			switch num {
+			case fHTTPMethod:
+				r.Method = string(v)
+			case fHTTPPath:
+				r.Path = string(v)
+			case fHTTPHost:
+				r.Host = string(v)
+			case fHTTPScheme:
+				r.Scheme = string(v)
+			case fHTTPHeaders:
+				sawHeaders = true
+				k, val, err := keyValue(v, false)
+				if err != nil {
+					return err
+				}
+				if left -= len(k) + len(val); left < 0 {
+					return errTooLarge
+				}
+				if name, ok := wantedName(k); ok && name == string(k) {
+					r.Headers[name] = string(val)
+				}
+			case fHTTPHeaderMap:
+				headerMap = append(headerMap, v)
 			}
-			if wanted(k) {
-				r.Headers[string(k)] = string(val)
-			}
-		case fHTTPHeaderMap:
-			headerMap = append(headerMap, v)
+			return nil
+		})
+		if err != nil {
+			return err
 		}
-		return nil
-	})
-	if err != nil || sawHeaders {
-		return err
 	}
 	// encode_raw_headers: values as bytes, repeated headers as entries.
+	// Counted even when the headers map wins (both are carried).
+	j := joiner{headers: r.Headers}
 	for _, hm := range headerMap {
 		if err := fields(hm, func(num protowire.Number, v []byte) error {
 			if num != fHeaderMapHeaders {
@@ -107,12 +136,18 @@ func decodeHTTP(b []byte, r *authz.Request) error {
 			if err != nil {
 				return err
 			}
-			addHeader(r.Headers, strings.ToLower(string(k)), string(val))
+			if left -= len(k) + len(val); left < 0 {
+				return errTooLarge
+			}
+			if name, ok := wantedName(k); ok && !sawHeaders {
+				j.add(name, string(val))
+			}
 			return nil
 		}); err != nil {
 			return err
 		}
 	}
+	j.done()
 	return nil
 }
 
@@ -136,16 +171,6 @@ func keyValue(b []byte, headerValue bool) (k, v []byte, err error) {
 		v = raw
 	}
 	return k, v, err
-}
-
-// wanted says whether the engine reads a header (names arrive lower-case).
-func wanted(name []byte) bool {
-	for _, h := range authz.RequestHeaders {
-		if string(name) == h {
-			return true
-		}
-	}
-	return false
 }
 
 // fields calls f for every length-delimited field of a message and skips the
@@ -177,28 +202,49 @@ func fields(b []byte, f func(protowire.Number, []byte) error) error {
 	return nil
 }
 
+// checkInput is what the codec reads a CheckRequest into: the request, and
+// whether its headers exceed the limit the handler set.
+type checkInput struct {
+	req            authz.Request
+	maxHeaderBytes int
+	over           bool
+}
+
 // codec is gRPC's proto codec, except that a CheckRequest is read straight
-// into an *authz.Request.
+// into a checkInput.
 type codec struct{ proto encoding.CodecV2 }
 
 func (c codec) Name() string                           { return "proto" }
 func (c codec) Marshal(v any) (mem.BufferSlice, error) { return c.proto.Marshal(v) }
-func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
-	r, ok := v.(*authz.Request)
+func (c codec) Unmarshal(data mem.BufferSlice, v any) (err error) {
+	in, ok := v.(*checkInput)
 	if !ok {
 		return c.proto.Unmarshal(data, v)
 	}
 	if len(data) == 1 {
-		return decodeCheck(data[0].ReadOnlyData(), r)
+		in.over, err = decodeCheck(data[0].ReadOnlyData(), &in.req, in.maxHeaderBytes)
+		return err
 	}
 	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
 	defer buf.Free()
-	return decodeCheck(buf.ReadOnlyData(), r)
+	in.over, err = decodeCheck(buf.ReadOnlyData(), &in.req, in.maxHeaderBytes)
+	return err
 }
 
-// ServerOptions are the gRPC server options Register needs.
-func ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.ForceServerCodecV2(codec{proto: encoding.GetCodecV2("proto")})}
+// ServerOptions are the gRPC server options Register needs, with the
+// default header limit.
+func ServerOptions() []grpc.ServerOption { return serverOptions(DefaultMaxHeaderBytes) }
+
+// ServerOptions are the gRPC server options Register needs: the fast
+// decoder, and a message size that fits the header limit.
+func (s *Service) ServerOptions() []grpc.ServerOption { return serverOptions(s.maxHeaderBytes) }
+
+func serverOptions(maxHeaderBytes int) []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.ForceServerCodecV2(codec{proto: encoding.GetCodecV2("proto")}),
+		grpc.MaxRecvMsgSize(maxMessageBytes(headerLimit(maxHeaderBytes))),
+		grpc.MaxHeaderListSize(maxGRPCHeaderListBytes),
+	}
 }
 
 // Register registers the Authorization service with the fast decoder; the
@@ -214,15 +260,22 @@ func (s *Service) Register(r grpc.ServiceRegistrar) {
 
 func checkHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
 	s := srv.(*Service)
-	r := &authz.Request{}
-	if err := dec(r); err != nil {
+	in := &checkInput{maxHeaderBytes: s.maxHeaderBytes}
+	if err := dec(in); err != nil {
 		return nil, err
 	}
 	if interceptor == nil {
-		return s.check(ctx, r), nil
+		return s.checkInput(ctx, in), nil
 	}
 	info := &grpc.UnaryServerInfo{Server: srv, FullMethod: "/envoy.service.auth.v3.Authorization/Check"}
-	return interceptor(ctx, r, info, func(ctx context.Context, req any) (any, error) {
-		return s.check(ctx, req.(*authz.Request)), nil
+	return interceptor(ctx, in, info, func(ctx context.Context, req any) (any, error) {
+		return s.checkInput(ctx, req.(*checkInput)), nil
 	})
+}
+
+func (s *Service) checkInput(ctx context.Context, in *checkInput) *authv3.CheckResponse {
+	if in.over {
+		return s.tooLarge(ctx, &in.req)
+	}
+	return s.check(ctx, &in.req)
 }
