@@ -3,8 +3,6 @@ package server
 import (
 	"context"
 	"errors"
-	"strconv"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,11 +14,8 @@ import (
 
 // Metrics are extauthz's Prometheus metrics, on their own registry.
 type Metrics struct {
-	Registry *prometheus.Registry
-	// byOutcome caches the checks counter per label set: resolving labels
-	// hashes them, and every check would pay it.
-	byOutcome sync.Map // outcome -> prometheus.Counter
-	checks    *prometheus.CounterVec
+	Registry  *prometheus.Registry
+	checks    *checkCounters
 	latency   *prometheus.HistogramVec
 	storeOps  *prometheus.CounterVec
 	storeErrs *prometheus.CounterVec
@@ -28,14 +23,20 @@ type Metrics struct {
 	allowLatency, denyLatency prometheus.Observer
 }
 
-// NewMetrics registers every metric, and the Go and process collectors.
-func NewMetrics() *Metrics {
+// NewMetrics registers every metric, and the Go and process collectors,
+// with the default options.
+func NewMetrics() *Metrics { return NewMetricsWith(MetricsOptions{}) }
+
+// NewMetricsWith registers every metric, and the Go and process collectors.
+func NewMetricsWith(o MetricsOptions) *Metrics {
+	checks := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "extauthz_checks_total",
+		Help: "Checks by decision (allow or deny), HTTP status, reason and tenant (verified tenants only: " +
+			TenantUnverified + " for a tenant only the host names, " + TenantOverflow + " beyond the limit).",
+	}, []string{"decision", "status", "reason", "tenant"})
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
-		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "extauthz_checks_total",
-			Help: "Checks by decision (allow or deny), HTTP status and reason.",
-		}, []string{"decision", "status", "reason", "tenant"}),
+		checks:   newCheckCounters(checks, o.MaxTenants),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "extauthz_check_duration_seconds",
 			Help:    "Time to decide one check.",
@@ -51,25 +52,14 @@ func NewMetrics() *Metrics {
 		}, []string{"op"}),
 	}
 	m.allowLatency, m.denyLatency = m.latency.WithLabelValues("allow"), m.latency.WithLabelValues("deny")
-	m.Registry.MustRegister(m.checks, m.latency, m.storeOps, m.storeErrs,
+	m.Registry.MustRegister(checks, m.latency, m.storeOps, m.storeErrs,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
-type outcome struct {
-	allow          bool
-	status         int
-	reason, tenant string
-}
-
 // ObserveCheck counts a decision and its latency.
 func (m *Metrics) ObserveCheck(d *authz.Decision, took time.Duration) {
-	o := outcome{d.Allow, d.Status, d.Reason, d.Tenant}
-	c, ok := m.byOutcome.Load(o)
-	if !ok {
-		c, _ = m.byOutcome.LoadOrStore(o, m.checks.WithLabelValues(decision(d.Allow), strconv.Itoa(d.Status), d.Reason, d.Tenant))
-	}
-	c.(prometheus.Counter).Inc()
+	m.checks.counter(d).Inc()
 	if d.Allow {
 		m.allowLatency.Observe(took.Seconds())
 	} else {

@@ -45,6 +45,11 @@ type Options struct {
 	ReadyInterval time.Duration
 	// Pprof serves /debug/pprof on the admin listener.
 	Pprof bool
+	// MaxHeaderBytes bounds a request's head on the HTTP listener (0:
+	// DefaultMaxHeaderBytes); a larger one gets 431.
+	MaxHeaderBytes int
+	// Timeouts of the HTTP and admin listeners (zero: defaults).
+	Timeouts Timeouts
 	Log   *slog.Logger
 }
 
@@ -92,8 +97,8 @@ func Run(ctx context.Context, o Options) error {
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	admin := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	checks := &http.Server{Handler: o.HTTPHandler, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 5 * time.Minute}
+	admin := httpServer(mux, o.Timeouts, 0)
+	checks := httpServer(o.HTTPHandler, o.Timeouts, o.MaxHeaderBytes)
 
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()

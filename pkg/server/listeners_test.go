@@ -1,0 +1,126 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+)
+
+// serveListeners runs the server with short timeouts and returns the HTTP
+// and admin addresses.
+func serveListeners(t *testing.T, timeouts Timeouts) (httpAddr, adminAddr string) {
+	t.Helper()
+	h, a := listen(t), listen(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{
+			GRPC: listen(t), HTTP: h, Admin: a, Register: func(grpc.ServiceRegistrar) {}, Ready: func(context.Context) error { return nil },
+			HTTPHandler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }),
+			Metrics:     NewMetrics(), ShutdownTimeout: time.Second, Timeouts: timeouts,
+			Log: slog.New(slog.NewTextHandler(t.Output(), nil)),
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return h.Addr().String(), a.Addr().String()
+}
+
+// closedWithin says whether the server closes c within d (reading what it
+// sends meanwhile).
+func closedWithin(c net.Conn, d time.Duration) (time.Duration, bool) {
+	start := time.Now()
+	c.SetReadDeadline(start.Add(d))
+	_, err := io.Copy(io.Discard, c)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return time.Since(start), false
+	}
+	return time.Since(start), true
+}
+
+func dial(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestIdleConnectionsAreClosed: on the HTTP and the admin listener, a
+// connection that sends nothing, one kept alive after a request, and one
+// that sends its body slowly are all closed by the server in bounded time.
+func TestIdleConnectionsAreClosed(t *testing.T) {
+	timeouts := Timeouts{ReadHeader: 300 * time.Millisecond, Read: 600 * time.Millisecond, Idle: 300 * time.Millisecond}
+	httpAddr, adminAddr := serveListeners(t, timeouts)
+	for name, addr := range map[string]string{"http": httpAddr, "admin": adminAddr} {
+		path := "/app"
+		if name == "admin" {
+			path = "/healthz"
+		}
+		t.Run(name+"/silent", func(t *testing.T) {
+			if took, ok := closedWithin(dial(t, addr), 5*time.Second); !ok {
+				t.Fatalf("a connection that sends nothing is open after %v", took)
+			}
+		})
+		t.Run(name+"/kept alive", func(t *testing.T) {
+			c := dial(t, addr)
+			io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n")
+			r := bufio.NewReader(c)
+			resp, err := http.ReadResponse(r, nil)
+			if err != nil || resp.StatusCode != 200 || resp.Close {
+				t.Fatalf("%v %v", resp, err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			start := time.Now()
+			c.SetReadDeadline(start.Add(5 * time.Second))
+			if _, err := r.ReadByte(); err != io.EOF {
+				t.Fatalf("an idle kept-alive connection: %v after %v, want EOF", err, time.Since(start))
+			}
+			if took := time.Since(start); took < timeouts.Idle/2 {
+				t.Fatalf("closed after %v, before the idle timeout", took)
+			}
+		})
+		t.Run(name+"/slow header", func(t *testing.T) {
+			c := dial(t, addr)
+			io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n")
+			if took, ok := closedWithin(c, 5*time.Second); !ok {
+				t.Fatalf("a request whose headers never end is open after %v", took)
+			}
+		})
+		t.Run(name+"/slow body", func(t *testing.T) {
+			c := dial(t, addr)
+			io.WriteString(c, "POST "+path+" HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nx")
+			if took, ok := closedWithin(c, 5*time.Second); !ok {
+				t.Fatalf("a request whose body never ends is open after %v", took)
+			}
+		})
+	}
+}
+
+// TestHTTPHeaderLimit: a request head over the limit gets 431 at once.
+func TestHTTPHeaderLimit(t *testing.T) {
+	httpAddr, _ := serveListeners(t, Timeouts{})
+	c := dial(t, httpAddr)
+	go io.WriteString(c, "GET /app HTTP/1.1\r\nHost: x\r\nX-Big: "+strings.Repeat("b", 200<<10)+"\r\n\r\n")
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("200 KiB of headers: %v %v", resp, err)
+	}
+}
