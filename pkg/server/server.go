@@ -50,7 +50,7 @@ type Options struct {
 	MaxHeaderBytes int
 	// Timeouts of the HTTP and admin listeners (zero: defaults).
 	Timeouts Timeouts
-	Log   *slog.Logger
+	Log      *slog.Logger
 }
 
 // authService is the health-checked service name Envoy's grpc_health_check uses.
