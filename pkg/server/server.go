@@ -45,12 +45,13 @@ type Options struct {
 	ReadyInterval time.Duration
 	// Pprof serves /debug/pprof on the admin listener.
 	Pprof bool
+	Log   *slog.Logger
+
 	// MaxHeaderBytes bounds a request's head on the HTTP listener (0:
 	// DefaultMaxHeaderBytes); a larger one gets 431.
 	MaxHeaderBytes int
 	// Timeouts of the HTTP and admin listeners (zero: defaults).
 	Timeouts Timeouts
-	Log      *slog.Logger
 }
 
 // authService is the health-checked service name Envoy's grpc_health_check uses.
