@@ -41,6 +41,9 @@ type Config struct {
 	// space-separated string, e.g. IAS's "groups") whose values join the
 	// session's scopes.
 	ScopeClaim string
+	// RetryAfter: a failed discovery or key fetch is answered from memory
+	// this long (default DefaultRetryAfter).
+	RetryAfter time.Duration
 }
 
 // Tokens is what a login or a refresh yields.
@@ -56,15 +59,17 @@ type Tokens struct {
 }
 
 // Provider is a generic OIDC provider. Discovery happens on first use, once
-// however many requests need it at the same time; a failure is retried by
-// the next request.
+// however many requests need it at the same time; a failure is remembered
+// for RetryAfter, then retried by the next request.
 type Provider struct {
 	cfg    Config
 	client *http.Client
 	group  singleflight.Group
 
-	mu sync.RWMutex
-	d  *discovered
+	mu       sync.RWMutex
+	d        *discovered
+	err      error     // the last discovery failure
+	failedAt time.Time // when it failed
 }
 
 type discovered struct {
@@ -112,11 +117,14 @@ func New(cfg Config) (*Provider, error) {
 	if len(cfg.Scopes) == 0 {
 		cfg.Scopes = []string{oidc.ScopeOpenID}
 	}
+	if cfg.RetryAfter <= 0 {
+		cfg.RetryAfter = DefaultRetryAfter
+	}
 	client := cfg.HTTPClient
 	if client == nil {
 		client = &http.Client{Timeout: cfg.Timeout}
 	}
-	return &Provider{cfg: cfg, client: client}, nil
+	return &Provider{cfg: cfg, client: guardClient(client, cfg.RetryAfter, cfg.Now)}, nil
 }
 
 func (p *Provider) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -125,12 +133,22 @@ func (p *Provider) ctx(ctx context.Context) (context.Context, context.CancelFunc
 	return context.WithTimeout(ctx, p.cfg.Timeout)
 }
 
+// Discover fetches the provider's discovery document, unless it has been
+// already (or has failed within RetryAfter).
+func (p *Provider) Discover(ctx context.Context) error {
+	_, err := p.discover(ctx)
+	return err
+}
+
 func (p *Provider) discover(ctx context.Context) (*discovered, error) {
 	p.mu.RLock()
-	d := p.d
+	d, failed, failedAt := p.d, p.err, p.failedAt
 	p.mu.RUnlock()
 	if d != nil {
 		return d, nil
+	}
+	if failed != nil && p.cfg.Now().Sub(failedAt) < p.cfg.RetryAfter {
+		return nil, failed
 	}
 	v, err, _ := p.group.Do("discover", func() (any, error) {
 		// Detached from the first caller's cancellation: its result serves all.
@@ -138,7 +156,11 @@ func (p *Provider) discover(ctx context.Context) (*discovered, error) {
 		defer cancel()
 		op, err := oidc.NewProvider(ctx, p.cfg.Issuer)
 		if err != nil {
-			return nil, fmt.Errorf("oidc discovery at %s: %w", p.cfg.Issuer, err)
+			err = fmt.Errorf("oidc discovery at %s: %w", p.cfg.Issuer, err)
+			p.mu.Lock()
+			p.err, p.failedAt = err, p.cfg.Now()
+			p.mu.Unlock()
+			return nil, err
 		}
 		var extra struct {
 			EndSession string `json:"end_session_endpoint"`

@@ -2,6 +2,7 @@ package idp
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -17,77 +18,291 @@ type Client interface {
 	LogoutURL(ctx context.Context, idTokenHint, postLogoutRedirect string) (string, error)
 }
 
-// Registry holds one Client per tenant, built on first use — once, however
-// many requests ask at the same time — and kept for a while (discovery and
-// keys are cached inside it). It holds at most Max tenants; the oldest goes.
+// discoverer is a Client that fetches something before it can serve (OIDC
+// discovery). The registry has it fetched when it builds the Client, so
+// that the fetch is bounded like the build.
+type discoverer interface {
+	Discover(ctx context.Context) error
+}
+
+// ErrBusy means a tenant's provider could not be fetched now: as many
+// fetches for unproven tenants as allowed are running. Try again shortly.
+var ErrBusy = errors.New("identity provider: too many fetches for new tenants at once; try again shortly")
+
+// Registry holds one Client per tenant, built and discovered on first use
+// (once, however many requests ask at the same time) and kept for a while.
+//
+// Anyone can name a tenant: any host matching TENANT_HOST_PATTERN does. So
+// a tenant is unproven until a login on it completed or a refresh on it
+// succeeded (its identity provider knows it), and unproven tenants cost
+// bounded resources:
+//   - they are kept apart, at most MaxUnproven, and push out only each
+//     other: never a proven tenant;
+//   - their fetches (building, discovery, code exchange) run at most
+//     MaxFetches at a time, across tenants; a caller waits for its turn a
+//     few seconds at most (ErrBusy);
+//   - a failure (no such tenant at the provider, provider down) is
+//     remembered for RetryAfter: the tenant is not asked again meanwhile.
+//
+// Proven tenants (at most MaxTenants; beyond, the least recently used
+// proven one goes) are never throttled. A proven tenant whose rebuild fails
+// keeps its previous Client until a rebuild succeeds.
 type Registry struct {
 	build func(tenant string) (Client, error)
-	max   int
-	ttl   time.Duration
-	now   func() time.Time
+	opt   RegistryOptions
 	group singleflight.Group
+	slots chan struct{} // fetches for unproven tenants
 
-	mu      sync.Mutex
-	entries map[string]regEntry
+	mu       sync.Mutex
+	proven   map[string]*regEntry
+	unproven map[string]*regEntry
+}
+
+// RegistryOptions configure NewRegistryWith. Zero values take the defaults.
+type RegistryOptions struct {
+	// MaxTenants bounds the proven tenants held (default 1000).
+	MaxTenants int
+	// MaxUnproven bounds the unproven tenants held (default 100).
+	MaxUnproven int
+	// TTL: a Client is rebuilt (its discovery fetched again) after this
+	// (default 1h).
+	TTL time.Duration
+	// RetryAfter: how long a failed build or discovery is answered from
+	// memory (default DefaultRetryAfter).
+	RetryAfter time.Duration
+	// MaxFetches bounds the fetches for unproven tenants running at once
+	// (default 16).
+	MaxFetches int
+	// FetchWait bounds how long a request waits for a fetch slot (default
+	// 3s: a login that waited longer is no better served than by its
+	// retry, and the 502 page says retry-after 5).
+	FetchWait time.Duration
+	Now       func() time.Time
 }
 
 type regEntry struct {
-	c       Client
-	created time.Time
+	c       *tenantClient // nil until a build and discovery succeeded
+	built   time.Time
+	used    time.Time
+	err     error     // the last failure, answered until retryAt
+	retryAt time.Time // zero: no failure
 }
 
-// NewRegistry returns a registry; max <= 0 means 1000, ttl <= 0 one hour.
+// NewRegistry returns a registry holding at most max proven tenants
+// (<= 0: 1000) for ttl each (<= 0: one hour), other options by default.
 func NewRegistry(build func(tenant string) (Client, error), max int, ttl time.Duration) *Registry {
-	if max <= 0 {
-		max = 1000
+	return NewRegistryWith(build, RegistryOptions{MaxTenants: max, TTL: ttl})
+}
+
+// NewRegistryWith returns a registry.
+func NewRegistryWith(build func(tenant string) (Client, error), o RegistryOptions) *Registry {
+	if o.MaxTenants <= 0 {
+		o.MaxTenants = 1000
 	}
-	if ttl <= 0 {
-		ttl = time.Hour
+	if o.MaxUnproven <= 0 {
+		o.MaxUnproven = 100
 	}
-	return &Registry{build: build, max: max, ttl: ttl, now: time.Now, entries: map[string]regEntry{}}
+	if o.TTL <= 0 {
+		o.TTL = time.Hour
+	}
+	if o.RetryAfter <= 0 {
+		o.RetryAfter = DefaultRetryAfter
+	}
+	if o.MaxFetches <= 0 {
+		o.MaxFetches = 16
+	}
+	if o.FetchWait <= 0 {
+		o.FetchWait = 3 * time.Second
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Registry{
+		build: build, opt: o, slots: make(chan struct{}, o.MaxFetches),
+		proven: map[string]*regEntry{}, unproven: map[string]*regEntry{},
+	}
 }
 
 // Get returns the tenant's Client.
-func (r *Registry) Get(_ context.Context, tenant string) (Client, error) {
+func (r *Registry) Get(ctx context.Context, tenant string) (Client, error) {
+	now := r.opt.Now()
 	r.mu.Lock()
-	e, ok := r.entries[tenant]
-	r.mu.Unlock()
-	if ok && r.now().Sub(e.created) < r.ttl {
-		return e.c, nil
-	}
-	v, err, _ := r.group.Do(tenant, func() (any, error) {
-		c, err := r.build(tenant)
-		if err != nil {
+	e := r.lookup(tenant)
+	if e != nil {
+		e.used = now
+		fresh := e.c != nil && now.Sub(e.built) < r.opt.TTL
+		failing := !e.retryAt.IsZero() && now.Before(e.retryAt)
+		switch {
+		case fresh:
+			r.mu.Unlock()
+			return e.c, nil
+		case failing && e.c != nil:
+			r.mu.Unlock()
+			return e.c, nil // stale, but it worked: keep it until a rebuild succeeds
+		case failing:
+			err := e.err
+			r.mu.Unlock()
 			return nil, err
 		}
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		if len(r.entries) >= r.max {
-			r.evictOldest()
+	}
+	r.mu.Unlock()
+	ch := r.group.DoChan(tenant, func() (any, error) { return r.load(ctx, tenant) })
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, res.Err
 		}
-		r.entries[tenant] = regEntry{c: c, created: r.now()}
-		return c, nil
-	})
+		return res.Val.(*tenantClient), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// load builds and discovers a tenant's Client: for an unproven tenant, in
+// one of the fetch slots.
+func (r *Registry) load(ctx context.Context, tenant string) (*tenantClient, error) {
+	if !r.isProven(tenant) {
+		release, err := r.acquire(ctx)
+		if err != nil {
+			return nil, err // not the tenant's failure: nothing remembered
+		}
+		defer release()
+	}
+	c, err := r.build(tenant)
+	if err == nil {
+		if d, ok := c.(discoverer); ok {
+			err = d.Discover(ctx)
+		}
+	}
+	now := r.opt.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := r.lookup(tenant)
+	if e == nil {
+		e = &regEntry{used: now}
+		r.admit(r.unproven, r.opt.MaxUnproven, tenant, e)
+	}
 	if err != nil {
+		e.err, e.retryAt = err, now.Add(r.opt.RetryAfter)
+		if e.c != nil {
+			return e.c, nil
+		}
 		return nil, err
 	}
-	return v.(Client), nil
+	e.c = &tenantClient{Client: c, r: r, tenant: tenant}
+	e.built, e.err, e.retryAt = now, nil, time.Time{}
+	return e.c, nil
 }
 
-func (r *Registry) evictOldest() {
-	var oldest string
-	var at time.Time
-	for t, e := range r.entries {
-		if oldest == "" || e.created.Before(at) {
-			oldest, at = t, e.created
-		}
+// acquire takes a fetch slot, waiting while ctx allows, FetchWait at most.
+func (r *Registry) acquire(ctx context.Context) (release func(), err error) {
+	select {
+	case r.slots <- struct{}{}:
+		return func() { <-r.slots }, nil
+	default:
 	}
-	delete(r.entries, oldest)
+	t := time.NewTimer(r.opt.FetchWait)
+	defer t.Stop()
+	select {
+	case r.slots <- struct{}{}:
+		return func() { <-r.slots }, nil
+	case <-t.C:
+		return nil, ErrBusy
+	case <-ctx.Done():
+		return nil, ErrBusy
+	}
 }
 
-// Len is the number of tenants held.
+func (r *Registry) lookup(tenant string) *regEntry {
+	if e, ok := r.proven[tenant]; ok {
+		return e
+	}
+	return r.unproven[tenant]
+}
+
+func (r *Registry) isProven(tenant string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.proven[tenant]
+	return ok
+}
+
+// prove moves a tenant among the proven ones: a login or a refresh on it
+// succeeded.
+func (r *Registry) prove(c *tenantClient) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.proven[c.tenant]; ok {
+		return
+	}
+	e, ok := r.unproven[c.tenant]
+	if ok {
+		delete(r.unproven, c.tenant)
+	} else { // pushed out meanwhile by other unproven tenants
+		e = &regEntry{c: c, built: r.opt.Now()}
+	}
+	e.used = r.opt.Now()
+	r.admit(r.proven, r.opt.MaxTenants, c.tenant, e)
+}
+
+// admit adds an entry to one class, making room by removing the least
+// recently used entry of that class.
+func (r *Registry) admit(class map[string]*regEntry, max int, tenant string, e *regEntry) {
+	if len(class) >= max {
+		var lru string
+		var at time.Time
+		for t, x := range class {
+			if lru == "" || x.used.Before(at) {
+				lru, at = t, x.used
+			}
+		}
+		delete(class, lru)
+	}
+	class[tenant] = e
+}
+
+// Len is the number of tenants held, proven or not.
 func (r *Registry) Len() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return len(r.entries)
+	return len(r.proven) + len(r.unproven)
+}
+
+// Proven is the number of proven tenants held.
+func (r *Registry) Proven() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.proven)
+}
+
+// tenantClient is a tenant's Client as the registry hands it out: a code
+// exchange for an unproven tenant takes a fetch slot, and a successful
+// exchange or refresh proves the tenant.
+type tenantClient struct {
+	Client
+	r      *Registry
+	tenant string
+}
+
+func (c *tenantClient) Exchange(ctx context.Context, code, verifier, redirectURI, nonce string) (*Tokens, error) {
+	if !c.r.isProven(c.tenant) {
+		release, err := c.r.acquire(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer release()
+	}
+	t, err := c.Client.Exchange(ctx, code, verifier, redirectURI, nonce)
+	if err == nil {
+		c.r.prove(c)
+	}
+	return t, err
+}
+
+func (c *tenantClient) Refresh(ctx context.Context, refreshToken, subject string) (*Tokens, error) {
+	t, err := c.Client.Refresh(ctx, refreshToken, subject)
+	if err == nil {
+		c.r.prove(c)
+	}
+	return t, err
 }

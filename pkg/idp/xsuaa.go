@@ -111,7 +111,8 @@ func NewXSUAA(c XSUAAConfig) (*XSUAA, error) {
 		}
 		authStyle = oauth2.AuthStyleInParams // client_id in the body, no secret
 	}
-	x := &XSUAA{creds: cr, base: base, timeout: c.Timeout, client: &http.Client{Transport: tr, Timeout: c.Timeout}}
+	client := guardClient(&http.Client{Transport: tr, Timeout: c.Timeout}, DefaultRetryAfter, c.Now)
+	x := &XSUAA{creds: cr, base: base, timeout: c.Timeout, client: client}
 	x.oauth = oauth2.Config{
 		ClientID: cr.ClientID, ClientSecret: cr.ClientSecret,
 		Endpoint: oauth2.Endpoint{AuthURL: base + "/oauth/authorize", TokenURL: tokenBase + "/oauth/token", AuthStyle: authStyle},

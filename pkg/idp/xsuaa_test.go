@@ -228,36 +228,3 @@ func TestXSUAAx509(t *testing.T) {
 		t.Fatal("a broken x509 key was accepted")
 	}
 }
-
-func TestRegistryBuildsOncePerTenantAndIsBounded(t *testing.T) {
-	var builds atomic.Int32
-	r := NewRegistry(func(tenant string) (Client, error) {
-		builds.Add(1)
-		time.Sleep(20 * time.Millisecond)
-		if tenant == "broken" {
-			return nil, errors.New("no such tenant")
-		}
-		return New(Config{Issuer: "https://" + tenant + ".idp.example", ClientID: "c"})
-	}, 3, time.Hour)
-	var wg sync.WaitGroup
-	for range 20 {
-		wg.Go(func() {
-			if _, err := r.Get(context.Background(), "acme"); err != nil {
-				t.Error(err)
-			}
-		})
-	}
-	wg.Wait()
-	if n := builds.Load(); n != 1 {
-		t.Fatalf("20 concurrent first requests built the provider %d times, want 1", n)
-	}
-	if _, err := r.Get(context.Background(), "broken"); err == nil {
-		t.Fatal("a failing build must be an error")
-	}
-	for _, tn := range []string{"b", "c", "d", "e"} {
-		r.Get(context.Background(), tn)
-	}
-	if n := r.Len(); n != 3 {
-		t.Fatalf("registry holds %d tenants, want at most 3", n)
-	}
-}

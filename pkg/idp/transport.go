@@ -1,0 +1,123 @@
+package idp
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// DefaultRetryAfter is how long a failed discovery or key fetch is
+// remembered: a provider that is down, or a tenant it does not know, is not
+// asked again by every request meanwhile, and a provider back up is used
+// again within seconds (a user retrying a login barely notices).
+const DefaultRetryAfter = 10 * time.Second
+
+// maxResponseBytes bounds what is read of any answer of a provider
+// (discovery documents, key sets and token responses are a few KiB).
+const maxResponseBytes = 1 << 20
+
+// guardTransport is a provider's HTTP transport. A GET (discovery, keys)
+// that failed — no answer, or an answer other than 200 — fails again from
+// memory for retryAfter, without a request; token requests (POST) are
+// never answered from memory. Answers are read up to maxResponseBytes.
+type guardTransport struct {
+	next       http.RoundTripper
+	retryAfter time.Duration
+	now        func() time.Time
+
+	mu     sync.Mutex
+	failed map[string]failedGet // URL -> failure; a provider GETs two or three URLs
+}
+
+type failedGet struct {
+	err error
+	at  time.Time
+}
+
+// maxFailedGets bounds the failures remembered by one transport.
+const maxFailedGets = 16
+
+// guardClient returns a copy of c whose transport is guarded.
+func guardClient(c *http.Client, retryAfter time.Duration, now func() time.Time) *http.Client {
+	next := c.Transport
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	if _, ok := next.(*guardTransport); ok {
+		return c
+	}
+	if retryAfter <= 0 {
+		retryAfter = DefaultRetryAfter
+	}
+	g := *c
+	g.Transport = &guardTransport{next: next, retryAfter: retryAfter, now: now, failed: map[string]failedGet{}}
+	return &g
+}
+
+func (t *guardTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	get := req.Method == http.MethodGet
+	key := req.URL.String()
+	if get {
+		t.mu.Lock()
+		f, ok := t.failed[key]
+		t.mu.Unlock()
+		if ok && t.now().Sub(f.at) < t.retryAfter {
+			return nil, fmt.Errorf("%s failed %v ago, not asked again before %v: %w",
+				req.URL.Redacted(), t.now().Sub(f.at).Round(time.Millisecond), t.retryAfter, f.err)
+		}
+	}
+	resp, err := t.next.RoundTrip(req)
+	if get {
+		switch {
+		case err != nil:
+			t.remember(key, err)
+		case resp.StatusCode != http.StatusOK:
+			t.remember(key, fmt.Errorf("answered %s", resp.Status))
+		default:
+			t.forget(key)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = &limitedBody{r: io.LimitReader(resp.Body, maxResponseBytes+1), c: resp.Body}
+	return resp, nil
+}
+
+func (t *guardTransport) remember(key string, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.failed) >= maxFailedGets {
+		clear(t.failed)
+	}
+	t.failed[key] = failedGet{err: err, at: t.now()}
+}
+
+func (t *guardTransport) forget(key string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.failed, key)
+}
+
+var errResponseTooLarge = errors.New("identity provider answer over 1 MiB")
+
+// limitedBody fails a read past maxResponseBytes.
+type limitedBody struct {
+	r io.Reader
+	c io.Closer
+	n int64
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	b.n += int64(n)
+	if b.n > maxResponseBytes {
+		return 0, errResponseTooLarge
+	}
+	return n, err
+}
+
+func (b *limitedBody) Close() error { return b.c.Close() }
