@@ -46,7 +46,7 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 		// small: trading some memory for a quarter of the GC work pays.
 		debug.SetGCPercent(400)
 	}
-	metrics := server.NewMetrics()
+	metrics := server.NewMetricsWith(server.MetricsOptions{MaxTenants: cfg.MetricsMaxTenants})
 
 	store, closeStore, err := newStore(cfg, log)
 	if err != nil {
@@ -112,11 +112,13 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 		httpLis.Close()
 		return fmt.Errorf("admin listener: %w", err)
 	}
+	svc := envoy.NewService(engine, metrics, log).LimitHeaderBytes(cfg.MaxHeaderBytes)
 	return server.Run(ctx, server.Options{
 		GRPC: grpcLis, HTTP: httpLis, Admin: adminLis,
-		HTTPHandler:     envoy.NewHTTPHandler(engine, metrics, log, cfg.HTTPPathPrefix),
-		Register:        envoy.NewService(engine, metrics, log).Register,
-		GRPCOptions:     envoy.ServerOptions(),
+		HTTPHandler:     envoy.NewHTTPHandler(engine, metrics, log, cfg.HTTPPathPrefix).LimitHeaderBytes(cfg.MaxHeaderBytes),
+		Register:        svc.Register,
+		GRPCOptions:     svc.ServerOptions(),
+		MaxHeaderBytes:  cfg.MaxHeaderBytes,
 		Ready:           store.Ping,
 		Metrics:         metrics,
 		ShutdownTimeout: cfg.ShutdownTimeout,

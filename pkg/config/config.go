@@ -37,6 +37,11 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	Pprof           bool
 
+	// MaxHeaderBytes bounds the header names and values of one check;
+	// MetricsMaxTenants the tenants named in metric labels.
+	MaxHeaderBytes    int
+	MetricsMaxTenants int
+
 	CookieName         string
 	SessionTimeout     time.Duration // idle
 	SessionMaxLifetime time.Duration // absolute
@@ -139,6 +144,10 @@ var settings = []setting{
 
 	{"pprof", "EXTAUTHZ_PPROF", "false", "serve Go's /debug/pprof on the admin listener", false,
 		func(c *Config, v string) error { return boolean(&c.Pprof, v) }},
+	{"max-header-bytes", "EXTAUTHZ_MAX_HEADER_BYTES", "61440", "most bytes of header names and values one check may carry, on both protocols; more: 431 (Envoy's max_request_headers_kb is 60 KiB by default)", false,
+		func(c *Config, v string) error { return integer(&c.MaxHeaderBytes, v, 1<<10, 8<<20) }},
+	{"metrics-max-tenants", "EXTAUTHZ_METRICS_MAX_TENANTS", "500", "most tenants named in metric labels: verified tenants (a session opened or a login completed), first come; others are counted as (unverified) or (overflow)", false,
+		func(c *Config, v string) error { return integer(&c.MetricsMaxTenants, v, 1, 100_000) }},
 
 	{"session-cookie-name", "SESSION_COOKIE_NAME", "JSESSIONID", "name of the session cookie (approuter)", false,
 		func(c *Config, v string) error { return cookieName(&c.CookieName, v) }},

@@ -1,0 +1,20 @@
+package config
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// integer parses a whole number within [min, max].
+func integer(dst *int, v string, min, max int) error {
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil {
+		return fmt.Errorf("%q is not a whole number", v)
+	}
+	if n < min || n > max {
+		return fmt.Errorf("%d: must be between %d and %d", n, min, max)
+	}
+	*dst = n
+	return nil
+}
