@@ -119,6 +119,7 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 		Register:        svc.Register,
 		GRPCOptions:     svc.ServerOptions(),
 		MaxHeaderBytes:  cfg.MaxHeaderBytes,
+		Timeouts:        server.Timeouts{ReadHeader: cfg.HTTPReadHeaderTimeout, Idle: cfg.HTTPIdleTimeout},
 		Ready:           store.Ping,
 		Metrics:         metrics,
 		ShutdownTimeout: cfg.ShutdownTimeout,

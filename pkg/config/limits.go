@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // integer parses a whole number within [min, max].
@@ -16,5 +17,18 @@ func integer(dst *int, v string, min, max int) error {
 		return fmt.Errorf("%d: must be between %d and %d", n, min, max)
 	}
 	*dst = n
+	return nil
+}
+
+// positiveDuration parses a duration above zero.
+func positiveDuration(dst *time.Duration, v string) error {
+	var d time.Duration
+	if err := duration(&d, v, false); err != nil {
+		return err
+	}
+	if d == 0 {
+		return fmt.Errorf("%q: must be above zero", v)
+	}
+	*dst = d
 	return nil
 }

@@ -62,7 +62,9 @@ type Registry struct {
 type RegistryOptions struct {
 	// MaxTenants bounds the proven tenants held (default 1000).
 	MaxTenants int
-	// MaxUnproven bounds the unproven tenants held (default 100).
+	// MaxUnproven bounds the unproven tenants held (default 1000). Most
+	// hold a remembered failure (a few hundred bytes); one that a
+	// provider knows holds a discovered client (a few KiB).
 	MaxUnproven int
 	// TTL: a Client is rebuilt (its discovery fetched again) after this
 	// (default 1h).
@@ -100,7 +102,7 @@ func NewRegistryWith(build func(tenant string) (Client, error), o RegistryOption
 		o.MaxTenants = 1000
 	}
 	if o.MaxUnproven <= 0 {
-		o.MaxUnproven = 100
+		o.MaxUnproven = 1000
 	}
 	if o.TTL <= 0 {
 		o.TTL = time.Hour

@@ -30,7 +30,7 @@ func (t Timeouts) withDefaults() Timeouts {
 		t.ReadHeader = 5 * time.Second
 	}
 	if t.Read <= 0 {
-		t.Read = 30 * time.Second
+		t.Read = max(30*time.Second, t.ReadHeader)
 	}
 	if t.Idle <= 0 {
 		t.Idle = 2 * time.Minute
