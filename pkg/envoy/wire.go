@@ -265,15 +265,15 @@ func checkHandler(srv any, ctx context.Context, dec func(any) error, interceptor
 		return nil, err
 	}
 	if interceptor == nil {
-		return s.checkInput(ctx, in), nil
+		return s.checkDecoded(ctx, in), nil
 	}
 	info := &grpc.UnaryServerInfo{Server: srv, FullMethod: "/envoy.service.auth.v3.Authorization/Check"}
 	return interceptor(ctx, in, info, func(ctx context.Context, req any) (any, error) {
-		return s.checkInput(ctx, req.(*checkInput)), nil
+		return s.checkDecoded(ctx, req.(*checkInput)), nil
 	})
 }
 
-func (s *Service) checkInput(ctx context.Context, in *checkInput) *authv3.CheckResponse {
+func (s *Service) checkDecoded(ctx context.Context, in *checkInput) *authv3.CheckResponse {
 	if in.over {
 		return s.tooLarge(ctx, &in.req)
 	}

@@ -1,6 +1,7 @@
 package idp
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"sync"
@@ -54,8 +55,8 @@ type Registry struct {
 	slots chan struct{} // fetches for unproven tenants
 
 	mu       sync.Mutex
-	proven   map[string]*regEntry
-	unproven map[string]*regEntry
+	proven   lru
+	unproven lru
 }
 
 // RegistryOptions configure NewRegistryWith. Zero values take the defaults.
@@ -83,11 +84,51 @@ type RegistryOptions struct {
 }
 
 type regEntry struct {
+	tenant  string
 	c       *tenantClient // nil until a build and discovery succeeded
 	built   time.Time
-	used    time.Time
 	err     error     // the last failure, answered until retryAt
 	retryAt time.Time // zero: no failure
+}
+
+// lru is one class of tenants, most recently used first: every operation
+// is O(1), however many tenants.
+type lru struct {
+	max int
+	m   map[string]*list.Element // of *regEntry
+	l   list.List
+}
+
+func newLRU(max int) lru { return lru{max: max, m: map[string]*list.Element{}} }
+
+// get returns a tenant's entry and marks it used.
+func (c *lru) get(tenant string) *regEntry {
+	el, ok := c.m[tenant]
+	if !ok {
+		return nil
+	}
+	c.l.MoveToFront(el)
+	return el.Value.(*regEntry)
+}
+
+// add adds an entry, removing the least recently used one when full.
+func (c *lru) add(e *regEntry) {
+	if c.l.Len() >= c.max {
+		last := c.l.Back()
+		c.l.Remove(last)
+		delete(c.m, last.Value.(*regEntry).tenant)
+	}
+	c.m[e.tenant] = c.l.PushFront(e)
+}
+
+func (c *lru) remove(tenant string) *regEntry {
+	el, ok := c.m[tenant]
+	if !ok {
+		return nil
+	}
+	c.l.Remove(el)
+	delete(c.m, tenant)
+	return el.Value.(*regEntry)
 }
 
 // NewRegistry returns a registry holding at most max proven tenants
@@ -121,7 +162,7 @@ func NewRegistryWith(build func(tenant string) (Client, error), o RegistryOption
 	}
 	return &Registry{
 		build: build, opt: o, slots: make(chan struct{}, o.MaxFetches),
-		proven: map[string]*regEntry{}, unproven: map[string]*regEntry{},
+		proven: newLRU(o.MaxTenants), unproven: newLRU(o.MaxUnproven),
 	}
 }
 
@@ -131,7 +172,6 @@ func (r *Registry) Get(ctx context.Context, tenant string) (Client, error) {
 	r.mu.Lock()
 	e := r.lookup(tenant)
 	if e != nil {
-		e.used = now
 		fresh := e.c != nil && now.Sub(e.built) < r.opt.TTL
 		failing := !e.retryAt.IsZero() && now.Before(e.retryAt)
 		switch {
@@ -181,8 +221,8 @@ func (r *Registry) load(ctx context.Context, tenant string) (*tenantClient, erro
 	defer r.mu.Unlock()
 	e := r.lookup(tenant)
 	if e == nil {
-		e = &regEntry{used: now}
-		r.admit(r.unproven, r.opt.MaxUnproven, tenant, e)
+		e = &regEntry{tenant: tenant}
+		r.unproven.add(e)
 	}
 	if err != nil {
 		e.err, e.retryAt = err, now.Add(r.opt.RetryAfter)
@@ -215,17 +255,18 @@ func (r *Registry) acquire(ctx context.Context) (release func(), err error) {
 	}
 }
 
+// lookup finds a tenant's entry and marks it used.
 func (r *Registry) lookup(tenant string) *regEntry {
-	if e, ok := r.proven[tenant]; ok {
+	if e := r.proven.get(tenant); e != nil {
 		return e
 	}
-	return r.unproven[tenant]
+	return r.unproven.get(tenant)
 }
 
 func (r *Registry) isProven(tenant string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	_, ok := r.proven[tenant]
+	_, ok := r.proven.m[tenant]
 	return ok
 }
 
@@ -234,47 +275,28 @@ func (r *Registry) isProven(tenant string) bool {
 func (r *Registry) prove(c *tenantClient) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, ok := r.proven[c.tenant]; ok {
+	if _, ok := r.proven.m[c.tenant]; ok {
 		return
 	}
-	e, ok := r.unproven[c.tenant]
-	if ok {
-		delete(r.unproven, c.tenant)
-	} else { // pushed out meanwhile by other unproven tenants
-		e = &regEntry{c: c, built: r.opt.Now()}
+	e := r.unproven.remove(c.tenant)
+	if e == nil { // pushed out meanwhile by other unproven tenants
+		e = &regEntry{tenant: c.tenant, c: c, built: r.opt.Now()}
 	}
-	e.used = r.opt.Now()
-	r.admit(r.proven, r.opt.MaxTenants, c.tenant, e)
-}
-
-// admit adds an entry to one class, making room by removing the least
-// recently used entry of that class.
-func (r *Registry) admit(class map[string]*regEntry, max int, tenant string, e *regEntry) {
-	if len(class) >= max {
-		var lru string
-		var at time.Time
-		for t, x := range class {
-			if lru == "" || x.used.Before(at) {
-				lru, at = t, x.used
-			}
-		}
-		delete(class, lru)
-	}
-	class[tenant] = e
+	r.proven.add(e)
 }
 
 // Len is the number of tenants held, proven or not.
 func (r *Registry) Len() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return len(r.proven) + len(r.unproven)
+	return r.proven.l.Len() + r.unproven.l.Len()
 }
 
 // Proven is the number of proven tenants held.
 func (r *Registry) Proven() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return len(r.proven)
+	return r.proven.l.Len()
 }
 
 // tenantClient is a tenant's Client as the registry hands it out: a code
