@@ -37,7 +37,7 @@ func TestDefaults(t *testing.T) {
 	}
 	if c.GRPCAddr != ":9001" || c.AdminAddr != ":9003" || c.CookieName != "JSESSIONID" ||
 		c.SessionTimeout != 15*time.Minute || c.JWTRefresh != 5*time.Minute || c.Redis != nil ||
-		c.SameSite != "Lax" || c.SecureCookie != "auto" || c.CallbackPath != "/login/callback" ||
+		c.SameSite != "Lax" || c.SecureCookie != "true" || c.CallbackPath != "/login/callback" ||
 		c.LogoutPath != "/logout" || c.StoreTimeout != 250*time.Millisecond {
 		t.Fatalf("defaults: %+v", c)
 	}

@@ -92,7 +92,7 @@ func TestSameDecisionOverGRPCAndHTTP(t *testing.T) {
 	down, _ := newService(t, downStore{mem})
 	handler := func(store session.Store) http.Handler {
 		keys, _ := session.NewKeys([]byte(strings.Repeat("k", 64)))
-		eng := authz.New(session.NewManager(store, keys, session.Options{}), nil, nil, authz.Options{}, discard())
+		eng := authz.New(session.NewManager(store, keys, session.Options{}), nil, testHosts(), authz.Options{}, discard())
 		return envoy.NewHTTPHandler(eng, nil, discard(), "/authz")
 	}
 	up, dn := handler(mem), handler(downStore{mem})
@@ -142,8 +142,8 @@ func TestNginxSubrequest(t *testing.T) {
 	keys, _ := session.NewKeys([]byte(strings.Repeat("k", 64)))
 	m := session.NewManager(mem, keys, session.Options{})
 	_, cookie, _ := m.Create(context.Background(), &sessionpb.Session{AccessToken: "tok"})
-	h := envoy.NewHTTPHandler(authz.New(m, nil, nil, authz.Options{}, discard()), nil, discard(), "")
-	down := envoy.NewHTTPHandler(authz.New(session.NewManager(downStore{mem}, keys, session.Options{}), nil, nil, authz.Options{}, discard()), nil, discard(), "")
+	h := envoy.NewHTTPHandler(authz.New(m, nil, testHosts(), authz.Options{}, discard()), nil, discard(), "")
+	down := envoy.NewHTTPHandler(authz.New(session.NewManager(downStore{mem}, keys, session.Options{}), nil, testHosts(), authz.Options{}, discard()), nil, discard(), "")
 	do := func(h http.Handler, method string, headers map[string]string) *http.Response {
 		req := httptest.NewRequest("GET", "http://app.example.com/x", nil)
 		req.Header.Set("X-Extauthz-Subrequest", "nginx")
