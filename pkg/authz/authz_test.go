@@ -78,8 +78,21 @@ func (f *fakeIDP) LogoutURL(_ context.Context, idTokenHint, post string) (string
 // countingStore counts store calls and can fail them.
 type countingStore struct {
 	session.Store
-	calls atomic.Int32
-	fail  atomic.Bool
+	calls  atomic.Int32
+	writes atomic.Int32
+	fail   atomic.Bool
+}
+
+func (c *countingStore) Set(ctx context.Context, k string, v []byte, ttl time.Duration) error {
+	c.calls.Add(1)
+	c.writes.Add(1)
+	return c.Store.Set(ctx, k, v, ttl)
+}
+
+func (c *countingStore) SetNX(ctx context.Context, k string, v []byte, ttl time.Duration) (bool, error) {
+	c.calls.Add(1)
+	c.writes.Add(1)
+	return c.Store.SetNX(ctx, k, v, ttl)
 }
 
 var errDown = errors.New("connection refused")
