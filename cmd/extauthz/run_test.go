@@ -60,7 +60,7 @@ func TestRunServesOverRealConnections(t *testing.T) {
 		"VCAP_SERVICES": fmt.Sprintf(`{"redis-cache":[{"name":"my-redis","label":"redis-cache","tags":["cache"],
 			"credentials":{"hostname":"127.0.0.1","port":%d,"password":"","tls":false,"cluster_mode":false}}]}`, redis.Port),
 		"EXTAUTHZ_GRPC_ADDR": grpcAddr, "EXTAUTHZ_HTTP_ADDR": httpAddr, "EXTAUTHZ_ADMIN_ADDR": adminAddr, "EXTAUTHZ_LOG_LEVEL": "debug",
-		"EXTAUTHZ_NGINX_ADDR": nginxAddr,
+		"EXTAUTHZ_NGINX_ADDR": nginxAddr, "EXTAUTHZ_ALLOWED_HOSTS": "app.example.com",
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

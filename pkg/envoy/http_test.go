@@ -93,7 +93,7 @@ func TestSameDecisionOverGRPCAndHTTP(t *testing.T) {
 	down, _ := newService(t, downStore{mem})
 	handler := func(store session.Store) http.Handler {
 		keys, _ := session.NewKeys([]byte(strings.Repeat("k", 64)))
-		eng := authz.New(session.NewManager(store, keys, session.Options{}), nil, nil, authz.Options{}, discard())
+		eng := authz.New(session.NewManager(store, keys, session.Options{}), nil, testHosts(), authz.Options{}, discard())
 		return envoy.NewHTTPHandler(eng, nil, discard(), "/authz")
 	}
 	up, dn := handler(mem), handler(downStore{mem})
@@ -176,7 +176,7 @@ func csrfEngine(t *testing.T) (envoy.Engine, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return authz.New(m, nil, nil, authz.Options{Policy: pol}, discard()), cookie
+	return authz.New(m, nil, testHosts(), authz.Options{Policy: pol}, discard()), cookie
 }
 
 // TestHTTPIgnoresNginxMarker: on Envoy's HTTP protocol the nginx headers are
@@ -222,8 +222,8 @@ func TestNginxSubrequest(t *testing.T) {
 	keys, _ := session.NewKeys([]byte(strings.Repeat("k", 64)))
 	m := session.NewManager(mem, keys, session.Options{})
 	_, cookie, _ := m.Create(context.Background(), &sessionpb.Session{AccessToken: "tok"})
-	h := envoy.NewNginxHandler(authz.New(m, nil, nil, authz.Options{}, discard()), nil, discard())
-	down := envoy.NewNginxHandler(authz.New(session.NewManager(downStore{mem}, keys, session.Options{}), nil, nil, authz.Options{}, discard()), nil, discard())
+	h := envoy.NewNginxHandler(authz.New(m, nil, testHosts(), authz.Options{}, discard()), nil, discard())
+	down := envoy.NewNginxHandler(authz.New(session.NewManager(downStore{mem}, keys, session.Options{}), nil, testHosts(), authz.Options{}, discard()), nil, discard())
 	do := func(h http.Handler, method string, headers map[string]string) *http.Response {
 		req := httptest.NewRequest("GET", "http://app.example.com/x", nil)
 		req.Header.Set("X-Extauthz-Subrequest", "nginx")

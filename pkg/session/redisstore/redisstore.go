@@ -142,11 +142,17 @@ func (s *Store) SetNX(ctx context.Context, key string, value []byte, ttl time.Du
 	return true, nil
 }
 
-func (s *Store) Take(ctx context.Context, key string) ([]byte, error) {
+func (s *Store) Replace(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	b, err := s.c.GetDel(ctx, key).Bytes()
-	return b, wrap("GETDEL", err)
+	err := s.c.SetArgs(ctx, key, value, redis.SetArgs{Mode: "XX", TTL: ttl}).Err()
+	if errors.Is(err, redis.Nil) {
+		return false, nil
+	}
+	if err != nil {
+		return false, wrap("SET XX", err)
+	}
+	return true, nil
 }
 
 func (s *Store) Delete(ctx context.Context, key string) error {
