@@ -116,9 +116,19 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 		httpLis.Close()
 		return fmt.Errorf("admin listener: %w", err)
 	}
+	var nginxLis net.Listener // nginx's auth_request, only when asked for
+	if cfg.NginxAddr != "" {
+		if nginxLis, err = lc.Listen(ctx, "tcp", cfg.NginxAddr); err != nil {
+			grpcLis.Close()
+			httpLis.Close()
+			adminLis.Close()
+			return fmt.Errorf("nginx listener: %w", err)
+		}
+	}
 	return server.Run(ctx, server.Options{
-		GRPC: grpcLis, HTTP: httpLis, Admin: adminLis,
+		GRPC: grpcLis, HTTP: httpLis, Admin: adminLis, Nginx: nginxLis,
 		HTTPHandler:     envoy.NewHTTPHandler(engine, metrics, log, cfg.HTTPPathPrefix),
+		NginxHandler:    envoy.NewNginxHandler(engine, metrics, log),
 		Register:        envoy.NewService(engine, metrics, log).Register,
 		GRPCOptions:     envoy.ServerOptions(),
 		Ready:           store.Ping,

@@ -31,6 +31,7 @@ type Config struct {
 	GRPCAddr        string
 	HTTPAddr        string
 	HTTPPathPrefix  string
+	NginxAddr       string // "" = no nginx auth_request listener
 	AdminAddr       string
 	LogLevel        slog.Level
 	LogFormat       string // json or text
@@ -122,7 +123,7 @@ type setting struct {
 var settings = []setting{
 	{"grpc-addr", "EXTAUTHZ_GRPC_ADDR", ":9001", "listen address of the Envoy ext_authz gRPC service", false,
 		func(c *Config, v string) error { return addr(&c.GRPCAddr, v) }},
-	{"http-addr", "EXTAUTHZ_HTTP_ADDR", ":9002", "listen address of the HTTP ext_authz protocol (Envoy http_service, Istio envoyExtAuthzHttp, nginx auth_request)", false,
+	{"http-addr", "EXTAUTHZ_HTTP_ADDR", ":9002", "listen address of the HTTP ext_authz protocol (Envoy http_service, Istio envoyExtAuthzHttp)", false,
 		func(c *Config, v string) error { return addr(&c.HTTPAddr, v) }},
 	{"http-path-prefix", "EXTAUTHZ_HTTP_PATH_PREFIX", "", "path prefix the proxy puts before the checked path (Envoy http_service path_prefix, Istio pathPrefix), cut before deciding", false,
 		func(c *Config, v string) error {
@@ -131,6 +132,14 @@ var settings = []setting{
 			}
 			c.HTTPPathPrefix = ""
 			return nil
+		}},
+	{"nginx-addr", "EXTAUTHZ_NGINX_ADDR", "", "listen address of nginx's auth_request protocol (deploy/nginx); only nginx may reach it, as it trusts the X-Extauthz-Subrequest and X-Original-Method headers nginx sets. Unset: off", false,
+		func(c *Config, v string) error {
+			if v == "" {
+				c.NginxAddr = ""
+				return nil
+			}
+			return addr(&c.NginxAddr, v)
 		}},
 	{"admin-addr", "EXTAUTHZ_ADMIN_ADDR", ":9003", "listen address of /healthz, /readyz and /metrics", false,
 		func(c *Config, v string) error { return addr(&c.AdminAddr, v) }},

@@ -305,3 +305,17 @@ func TestREADMEDocumentsEverySetting(t *testing.T) {
 		}
 	}
 }
+
+// TestNginxAddr: the nginx listener is off unless asked for.
+func TestNginxAddr(t *testing.T) {
+	c, err := Load(nil, env(), &bytes.Buffer{})
+	if err != nil || c.NginxAddr != "" {
+		t.Fatalf("default nginx-addr: %q %v, want off", c.NginxAddr, err)
+	}
+	if c, err = Load(nil, env("EXTAUTHZ_NGINX_ADDR", "127.0.0.1:9004"), &bytes.Buffer{}); err != nil || c.NginxAddr != "127.0.0.1:9004" {
+		t.Fatalf("EXTAUTHZ_NGINX_ADDR: %+v %v", c, err)
+	}
+	if _, err = Load([]string{"--nginx-addr", "9004"}, env(), &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), `--nginx-addr: "9004" is not host:port`) {
+		t.Fatalf("bad --nginx-addr: %v", err)
+	}
+}
