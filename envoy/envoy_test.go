@@ -6,6 +6,7 @@ package envoyconfig_test
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -88,5 +89,23 @@ func TestConfigWithoutPathNormalisationFails(t *testing.T) {
 				t.Fatalf("the error does not name the listener and the problem: %v", err)
 			}
 		})
+	}
+}
+
+// A filter that does not send extauthz a header it reads fails: without
+// sec-fetch-site, for one, every cross-site logout would look same-origin.
+func TestConfigWithoutAReadHeaderFails(t *testing.T) {
+	doc, err := os.ReadFile("front-proxy-grpc.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []string{"sec-fetch-site", "cookie", "x-csrf-token"} {
+		re := regexp.MustCompile(`(?m)^ *- exact: ` + h + `\n`)
+		if !re.Match(doc) {
+			t.Fatalf("front-proxy-grpc.yaml does not send %s", h)
+		}
+		if _, err := envoyconfig.Validate(re.ReplaceAll(doc, nil)); err == nil || !strings.Contains(err.Error(), h) {
+			t.Errorf("without %s: %v, want an error naming it", h, err)
+		}
 	}
 }

@@ -19,12 +19,15 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/descriptorpb"
 	"google.golang.org/protobuf/types/known/anypb"
 	"sigs.k8s.io/yaml"
+
+	"github.com/extauthz/extauthz/pkg/authz"
 )
 
 type validator interface{ ValidateAll() error }
@@ -83,6 +86,9 @@ func Validate(doc []byte) (*Report, error) {
 			if x.GetFailureModeAllow() {
 				return fmt.Errorf("%s: failure_mode_allow lets requests through when extauthz is down", path)
 			}
+			if missing := missingHeaders(x); len(missing) > 0 {
+				return fmt.Errorf("%s: allowed_headers lacks %v, which extauthz reads", path, missing)
+			}
 			if c := x.GetGrpcService().GetEnvoyGrpc().GetClusterName(); c != "" {
 				named = append(named, c)
 			}
@@ -105,6 +111,24 @@ func Validate(doc []byte) (*Report, error) {
 		}
 	}
 	return rep, errors.Join(errs...)
+}
+
+// missingHeaders are the request headers extauthz reads that an ext_authz
+// filter does not send it. Pseudo-headers always go; x-forwarded-host is
+// read only when the operator trusts a proxy that sets it.
+func missingHeaders(x *extauthzv3.ExtAuthz) []string {
+	var missing []string
+	for _, h := range authz.RequestHeaders {
+		if strings.HasPrefix(h, ":") || h == "x-forwarded-host" {
+			continue
+		}
+		if !slices.ContainsFunc(x.GetAllowedHeaders().GetPatterns(), func(m *matcherv3.StringMatcher) bool {
+			return m.GetExact() == h || m.GetPrefix() != "" && strings.HasPrefix(h, m.GetPrefix())
+		}) {
+			missing = append(missing, h)
+		}
+	}
+	return missing
 }
 
 // PathNormalization checks that an HttpConnectionManager gives ext_authz,
