@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/extauthz/extauthz/pkg/idp"
 	"github.com/extauthz/extauthz/pkg/policy"
 	"github.com/extauthz/extauthz/pkg/session"
@@ -135,6 +137,8 @@ type Engine struct {
 	tenants   Tenants
 	opt       Options
 	log       *slog.Logger
+	// waits shares, per session, the wait for another request's refresh.
+	waits singleflight.Group
 }
 
 // New returns an engine. providers may be nil: requests without a session

@@ -79,6 +79,7 @@ func (f *fakeIDP) LogoutURL(_ context.Context, idTokenHint, post string) (string
 type countingStore struct {
 	session.Store
 	calls  atomic.Int32
+	gets   atomic.Int32
 	writes atomic.Int32
 	fail   atomic.Bool
 }
@@ -99,6 +100,7 @@ var errDown = errors.New("connection refused")
 
 func (c *countingStore) Get(ctx context.Context, k string, idle time.Duration) ([]byte, error) {
 	c.calls.Add(1)
+	c.gets.Add(1)
 	if c.fail.Load() {
 		return nil, errDown
 	}

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -251,5 +252,37 @@ func TestForeignHostsGetNothing(t *testing.T) {
 		if ru := loc.Query().Get("redirect_uri"); d.Status != http.StatusFound || !strings.HasPrefix(ru, "https://app.example.com") {
 			t.Errorf("host %q: %d redirect_uri %q", h, d.Status, ru)
 		}
+	}
+}
+
+// Requests waiting for another request's refresh share one wait per
+// session: the store is polled once per interval, not once per request.
+func TestRefreshWaitersShareOneWait(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, authz.Options{RefreshAhead: 5 * time.Minute})
+	f.idp.delay = 500 * time.Millisecond
+	f.idp.refreshed = &idp.Tokens{AccessToken: "new", Expiry: time.Now().Add(time.Hour)}
+	c := f.newSession(t, &sessionpb.Session{AccessToken: "old", RefreshToken: "rt", AccessTokenExpiry: time.Now().Add(-time.Second).Unix()})
+	before := f.store.gets.Load()
+	var wg sync.WaitGroup
+	var allowed atomic.Int32
+	for range 50 {
+		wg.Go(func() {
+			if d := f.engine.Check(ctx, get("/", "JSESSIONID="+c)); d.Allow && d.Upstream[0].Value == "Bearer new" {
+				allowed.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if n := allowed.Load(); n != 50 {
+		t.Fatalf("%d of 50 requests got the new token", n)
+	}
+	// 50 loads, the refresher's re-read, and about 10 shared polls; one
+	// poll per waiter would be about 500.
+	if n := f.store.gets.Load() - before; n > 50+1+20 {
+		t.Fatalf("%d store reads for 50 requests waiting on one refresh", n)
+	}
+	if n := f.idp.refreshes.Load(); n != 1 {
+		t.Fatalf("%d refresh grants", n)
 	}
 }

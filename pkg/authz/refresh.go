@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/extauthz/extauthz/pkg/idp"
 	"github.com/extauthz/extauthz/pkg/session"
 )
@@ -121,26 +123,48 @@ func (e *Engine) refreshAhead(s *session.Session) time.Duration {
 }
 
 // waitForRefresh waits, a bounded time, for another request to store a new
-// token for a session whose token has expired.
+// token for a session whose token has expired. The requests of one process
+// that wait for the same session share one wait (one Redis poll every 50 ms
+// per session, however many requests wait).
 func (e *Engine) waitForRefresh(ctx context.Context, r *in, s *session.Session) (*session.Session, *Decision) {
+	ch := e.waits.DoChan(s.Key(), func() (any, error) {
+		return e.pollRefresh(context.WithoutCancel(ctx), s)
+	})
+	var res singleflight.Result
+	select {
+	case <-ctx.Done():
+		return nil, e.refreshBusy()
+	case res = <-ch:
+	}
+	switch {
+	case errors.Is(res.Err, session.ErrNoSession):
+		return nil, e.unauthenticated(ctx, r, "refresh_rejected")
+	case errors.Is(res.Err, errRefreshWait):
+		return nil, e.refreshBusy()
+	case res.Err != nil:
+		return nil, e.storeError(ctx, res.Err)
+	}
+	return res.Val.(*session.Session), nil
+}
+
+var errRefreshWait = errors.New("no new token within the wait")
+
+// pollRefresh reads the session every 50 ms until its access token changes,
+// for at most RefreshWait.
+func (e *Engine) pollRefresh(ctx context.Context, s *session.Session) (*session.Session, error) {
 	deadline := time.NewTimer(e.opt.RefreshWait)
 	defer deadline.Stop()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		select {
-		case <-ctx.Done():
-			return nil, e.refreshBusy()
 		case <-deadline.C:
-			return nil, e.refreshBusy()
+			return nil, errRefreshWait
 		case <-tick.C:
 		}
 		cur, err := e.sessions.Reload(ctx, s)
-		if errors.Is(err, session.ErrNoSession) {
-			return nil, e.unauthenticated(ctx, r, "refresh_rejected")
-		}
 		if err != nil {
-			return nil, e.storeError(ctx, err)
+			return nil, err
 		}
 		if cur.Record.GetAccessToken() != s.Record.GetAccessToken() {
 			return cur, nil
