@@ -1,10 +1,8 @@
 package envoy
 
 import (
-	"io"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/extauthz/extauthz/pkg/authz"
 )
@@ -139,12 +137,11 @@ func (j *joiner) done() {
 	j.parts = nil
 }
 
-// refuse answers a check the engine is not asked about.
-func (h *HTTPHandler) refuse(w http.ResponseWriter, hr *http.Request, r *authz.Request, d *authz.Decision, start time.Time) {
-	observe(hr.Context(), h.obs, h.log, "http", r, d, start)
-	for _, hd := range d.Response {
-		w.Header().Add(hd.Name, hd.Value)
+// check asks the engine about a request whose headers are within the
+// limit, and answers 431 itself otherwise.
+func (h *HTTPHandler) check(hr *http.Request, r *authz.Request, headerBytes int) *authz.Decision {
+	if headerBytes > h.maxHeaderBytes {
+		return headersTooLarge()
 	}
-	w.WriteHeader(d.Status)
-	_, _ = io.WriteString(w, d.Body)
+	return h.engine.Check(hr.Context(), r)
 }

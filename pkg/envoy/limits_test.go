@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strings"
 	"testing"
@@ -217,7 +218,7 @@ func TestHeaderFloodOverHTTP(t *testing.T) {
 	keys, _ := session.NewKeys([]byte(strings.Repeat("k", 64)))
 	m := session.NewManager(mem, keys, session.Options{})
 	_, cookie, _ := m.Create(context.Background(), &sessionpb.Session{AccessToken: "tok", AccessTokenExpiry: time.Now().Add(time.Hour).Unix()})
-	eng := authz.New(m, nil, nil, authz.Options{}, discard())
+	eng := authz.New(m, nil, testHosts(), authz.Options{}, discard())
 	const floodLines = 975 << 10 / len("Cookie: c=01234567\r\n")
 
 	addr := serveHTTP(t, envoy.NewHTTPHandler(eng, nil, discard(), ""), envoy.DefaultMaxHeaderBytes)
@@ -253,5 +254,37 @@ func TestHeaderFloodOverHTTP(t *testing.T) {
 	t.Logf("975 KB flood over HTTP under raised limits: decided in %v, %d KB allocated", took, alloc>>10)
 	if took > 2*time.Second || alloc > 64<<20 {
 		t.Fatalf("flood under raised limits took %v and %d MB", took, alloc>>20)
+	}
+}
+
+// TestNginxHeaderLimit: on nginx's listener, a subrequest over the limit
+// gets 401 (nginx understands no 431 there), and nginx's unmarked fallback
+// the full 431.
+func TestNginxHeaderLimit(t *testing.T) {
+	mem := session.NewMemoryStore(nil)
+	keys, _ := session.NewKeys([]byte(strings.Repeat("k", 64)))
+	m := session.NewManager(mem, keys, session.Options{})
+	_, cookie, _ := m.Create(context.Background(), &sessionpb.Session{AccessToken: "tok"})
+	h := envoy.NewNginxHandler(authz.New(m, nil, testHosts(), authz.Options{}, discard()), nil, discard()).LimitHeaderBytes(2000)
+	do := func(sub bool, big int) *http.Response {
+		req := httptest.NewRequest("GET", "http://app.example.com/x", nil)
+		if sub {
+			req.Header.Set("X-Extauthz-Subrequest", "nginx")
+			req.Header.Set("X-Original-Method", "GET")
+		}
+		req.Header.Set("Cookie", "JSESSIONID="+cookie)
+		req.Header.Set("X-Big", strings.Repeat("b", big))
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Result()
+	}
+	if r := do(true, 100); r.StatusCode != 200 {
+		t.Fatalf("a subrequest within the limit: %d", r.StatusCode)
+	}
+	if r := do(true, 2000); r.StatusCode != 401 || r.Header.Get("Authorization") != "" {
+		t.Fatalf("a subrequest over the limit: %d, want 401", r.StatusCode)
+	}
+	if r := do(false, 2000); r.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("the fallback over the limit: %d, want 431", r.StatusCode)
 	}
 }

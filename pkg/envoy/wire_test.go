@@ -13,6 +13,7 @@ import (
 
 	"github.com/extauthz/extauthz/pkg/authz"
 	"github.com/extauthz/extauthz/pkg/session"
+	"github.com/extauthz/extauthz/pkg/tenant"
 	"github.com/extauthz/extauthz/proto/sessionpb"
 )
 
@@ -63,7 +64,7 @@ func wireSamples() map[string][]byte {
 		{Key: "Cookie", RawValue: []byte("a=1")}, {Key: "cookie", Value: "b=2"}, {Key: "X-Forwarded-Proto", RawValue: []byte("https")},
 		{Key: "accept", RawValue: []byte("dropped")}, {Key: "X-CSRF-TO\u212aEN", Value: "kelvin"},
 	}}})
-	withRawCookie := httpRequest(&authv3.AttributeContext_HttpRequest{Method: "GET", Path: "/app", HeaderMap: &corev3.HeaderMap{
+	withRawCookie := httpRequest(&authv3.AttributeContext_HttpRequest{Method: "GET", Host: "app.example.com", Path: "/app", HeaderMap: &corev3.HeaderMap{
 		Headers: []*corev3.HeaderValue{{Key: "cookie", RawValue: []byte("JSESSIONID=from-header-map")}}}})
 	withMap := httpRequest(&authv3.AttributeContext_HttpRequest{Method: "POST", Path: "/admin", Headers: map[string]string{"x-requested-with": "XMLHttpRequest", "cookie": "JSESSIONID=second"}})
 	mapNoCookie := httpRequest(&authv3.AttributeContext_HttpRequest{Headers: map[string]string{"accept": "*/*"}})
@@ -137,7 +138,11 @@ func decider(t testing.TB) (func(*authz.Request) *authv3.CheckResponse, string) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := authz.New(m, nil, nil, authz.Options{}, slog.New(slog.DiscardHandler))
+	hosts, err := tenant.New(tenant.Options{AllowedHosts: []string{"app.example.com"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := authz.New(m, nil, hosts, authz.Options{}, slog.New(slog.DiscardHandler))
 	return func(r *authz.Request) *authv3.CheckResponse {
 		r.Headers["cookie"] = strings.ReplaceAll(r.Headers["cookie"], "from-header-map", cookie)
 		return CheckResponse(e.Check(context.Background(), r))
@@ -168,7 +173,7 @@ func TestMergedRequestDecidesAsGenerated(t *testing.T) {
 	}
 	// The cookie alone (one part) is a session: the test's cookie works.
 	var alone authz.Request
-	decodeCheck(marshal(httpRequest(&authv3.AttributeContext_HttpRequest{Method: "GET", Path: "/app", HeaderMap: &corev3.HeaderMap{
+	decodeCheck(marshal(httpRequest(&authv3.AttributeContext_HttpRequest{Method: "GET", Host: "app.example.com", Path: "/app", HeaderMap: &corev3.HeaderMap{
 		Headers: []*corev3.HeaderValue{{Key: "cookie", RawValue: []byte("JSESSIONID=from-header-map")}}}})), &alone, DefaultMaxHeaderBytes)
 	if d := decide(&alone); d.GetDeniedResponse() != nil {
 		t.Fatalf("the session cookie alone is denied: %v", d)

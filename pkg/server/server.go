@@ -26,11 +26,15 @@ import (
 // Options configure Run.
 type Options struct {
 	GRPC  net.Listener // Envoy's ext_authz gRPC
-	HTTP  net.Listener // Envoy's ext_authz HTTP protocol, nginx auth_request
+	HTTP  net.Listener // Envoy's ext_authz HTTP protocol
 	Admin net.Listener // /healthz, /readyz, /metrics
+	// Nginx, when not nil, is nginx's auth_request listener, served by
+	// NginxHandler like the HTTP listener.
+	Nginx net.Listener
 
 	// HTTPHandler serves the HTTP listener.
-	HTTPHandler http.Handler
+	HTTPHandler  http.Handler
+	NginxHandler http.Handler
 
 	// Register registers the gRPC services (Envoy's Authorization);
 	// GRPCOptions are the extra server options they need.
@@ -67,9 +71,8 @@ func Run(ctx context.Context, o Options) error {
 	gs := grpc.NewServer(append([]grpc.ServerOption{
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		// Checks run on a few long-lived goroutines instead of a new goroutine
-		// (and its stack growth) per request; write buffers are shared.
+		// (and its stack growth) per request.
 		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
-		grpc.SharedWriteBuffer(true),
 	}, o.GRPCOptions...)...)
 	o.Register(gs)
 	hs := health.NewServer()
@@ -100,6 +103,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	admin := httpServer(mux, o.Timeouts, 0)
 	checks := httpServer(o.HTTPHandler, o.Timeouts, o.MaxHeaderBytes)
+	nginx := httpServer(o.NginxHandler, o.Timeouts, o.MaxHeaderBytes) // nginx's listener: the HTTP listener's limits
 
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -122,6 +126,14 @@ func Run(ctx context.Context, o Options) error {
 		}
 		return nil
 	})
+	if o.Nginx != nil {
+		g.Go(func() error {
+			if err := nginx.Serve(o.Nginx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("nginx listener %s: %w", o.Nginx.Addr(), err)
+			}
+			return nil
+		})
+	}
 	g.Go(func() error { followReadiness(gctx, hs, o.Ready, o.ReadyInterval); return nil })
 	g.Go(func() error {
 		<-gctx.Done()
@@ -133,6 +145,8 @@ func Run(ctx context.Context, o Options) error {
 		go func() { gs.GracefulStop(); close(drained) }()
 		httpDrained := make(chan struct{})
 		go func() { _ = checks.Shutdown(deadline); close(httpDrained) }()
+		nginxDrained := make(chan struct{})
+		go func() { _ = nginx.Shutdown(deadline); close(nginxDrained) }()
 		select {
 		case <-drained:
 		case <-deadline.Done():
@@ -141,12 +155,18 @@ func Run(ctx context.Context, o Options) error {
 		}
 		<-httpDrained
 		_ = checks.Close()
+		<-nginxDrained
+		_ = nginx.Close()
 		sctx, cancelAdmin := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 		defer cancelAdmin()
 		_ = admin.Shutdown(sctx)
 		return nil
 	})
-	o.Log.Info("serving", "grpc", o.GRPC.Addr().String(), "http", o.HTTP.Addr().String(), "admin", o.Admin.Addr().String())
+	listening := []any{"grpc", o.GRPC.Addr().String(), "http", o.HTTP.Addr().String(), "admin", o.Admin.Addr().String()}
+	if o.Nginx != nil {
+		listening = append(listening, "nginx", o.Nginx.Addr().String())
+	}
+	o.Log.Info("serving", listening...)
 	return g.Wait()
 }
 
