@@ -165,9 +165,9 @@ var settings = []setting{
 		func(c *Config, v string) error { return integer(&c.MaxHeaderBytes, v, 1<<10, 8<<20) }},
 	{"metrics-max-tenants", "EXTAUTHZ_METRICS_MAX_TENANTS", "500", "most tenants named in metric labels: verified tenants (a session opened or a login completed), first come; others are counted as (unverified) or (overflow)", false,
 		func(c *Config, v string) error { return integer(&c.MetricsMaxTenants, v, 1, 100_000) }},
-	{"http-read-header-timeout", "EXTAUTHZ_HTTP_READ_HEADER_TIMEOUT", "5s", "HTTP and admin listeners: how long a client may take to send a request's headers (a connection that sends nothing is closed then)", false,
+	{"http-read-header-timeout", "EXTAUTHZ_HTTP_READ_HEADER_TIMEOUT", "5s", "HTTP, nginx and admin listeners: how long a client may take to send a request's headers (a connection that sends nothing is closed then)", false,
 		func(c *Config, v string) error { return positiveDuration(&c.HTTPReadHeaderTimeout, v) }},
-	{"http-idle-timeout", "EXTAUTHZ_HTTP_IDLE_TIMEOUT", "2m", "HTTP and admin listeners: how long a kept-alive connection may stay idle between requests", false,
+	{"http-idle-timeout", "EXTAUTHZ_HTTP_IDLE_TIMEOUT", "2m", "HTTP, nginx and admin listeners: how long a kept-alive connection may stay idle between requests", false,
 		func(c *Config, v string) error { return positiveDuration(&c.HTTPIdleTimeout, v) }},
 
 	{"session-cookie-name", "SESSION_COOKIE_NAME", "JSESSIONID", "name of the session cookie (approuter)", false,
