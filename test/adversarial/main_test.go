@@ -42,6 +42,9 @@ import (
 // single-tenant extauthz with no configured host serves.
 const app = "https://localhost:8443"
 
+// tenantApp is the known tenant's origin in multitenant mode.
+const tenantApp = "https://tenant-a.app.localhost:8443"
+
 // secret is the session secret of every instance (not a placeholder).
 const secret = "adversarial-7f3c1e9a2b4d6f8e0a1c3e5f7b9d2f4a6c8e0b1d3f5a7c9e2b4d6f8a0c1e3f5b7d9"
 
@@ -116,7 +119,7 @@ func setup(m *testing.M) int {
 		return fail(err)
 	}
 	if client, err = hydra.CreateClient(context.Background(),
-		app, "http://localhost:8080", "http://tenant-a.app.localhost:8080", fmt.Sprintf("http://localhost:%d", nginxPort)); err != nil {
+		app, tenantApp, fmt.Sprintf("http://localhost:%d", nginxPort)); err != nil {
 		return fail(err)
 	}
 	xsAppFile = filepath.Join(dir, "xs-app.json")
@@ -435,11 +438,11 @@ type proto struct {
 
 var protocols = []proto{{"grpc", viaGRPC}, {"http", viaHTTP}}
 
-func joinHeader(k, prev, v string) string {
+func joinSep(k string) string {
 	if k == "cookie" {
-		return prev + "; " + v
+		return "; "
 	}
-	return prev + "," + v
+	return ","
 }
 
 func checkRequest(q hreq) *authv3.CheckRequest {
@@ -455,14 +458,22 @@ func checkRequest(q hreq) *authv3.CheckRequest {
 			h.HeaderMap.Headers = append(h.HeaderMap.Headers, &corev3.HeaderValue{Key: strings.ToLower(kv[0]), RawValue: []byte(kv[1])})
 		}
 	} else {
-		h.Headers = map[string]string{}
+		// Repeated headers joined as Envoy does (in linear time).
+		joined := map[string]*strings.Builder{}
 		for _, kv := range append(pseudo, q.H...) {
 			k := strings.ToLower(kv[0])
-			if prev, ok := h.Headers[k]; ok {
-				h.Headers[k] = joinHeader(k, prev, kv[1])
+			if b, ok := joined[k]; ok {
+				b.WriteString(joinSep(k))
+				b.WriteString(kv[1])
 			} else {
-				h.Headers[k] = kv[1]
+				b = &strings.Builder{}
+				b.WriteString(kv[1])
+				joined[k] = b
 			}
+		}
+		h.Headers = make(map[string]string, len(joined))
+		for k, b := range joined {
+			h.Headers[k] = b.String()
 		}
 	}
 	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{Http: h}}}
@@ -473,8 +484,9 @@ func checkRequest(q hreq) *authv3.CheckRequest {
 func viaGRPC(x *instance, q hreq) hres {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	req := checkRequest(q)
 	t0 := time.Now()
-	resp, err := x.Check(ctx, checkRequest(q))
+	resp, err := x.Check(ctx, req)
 	out := fromCheckResponse(resp, err)
 	out.Took = time.Since(t0)
 	return out
