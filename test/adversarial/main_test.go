@@ -374,6 +374,9 @@ type hreq struct {
 	Method, Host, Path string
 	Scheme             string // default https
 	H                  [][2]string
+	// Authority, when set, is the gRPC :authority header instead of Host
+	// (Host stays the attributes' host).
+	Authority string
 	// RawHeaders: gRPC header_map with raw_value (Envoy's
 	// encode_raw_headers), repeated headers as separate entries.
 	RawHeaders bool
@@ -451,7 +454,11 @@ func checkRequest(q hreq) *authv3.CheckRequest {
 		scheme = "https"
 	}
 	h := &authv3.AttributeContext_HttpRequest{Method: q.Method, Host: q.Host, Path: q.Path, Scheme: scheme, Protocol: "HTTP/1.1"}
-	pseudo := [][2]string{{":authority", q.Host}, {":method", q.Method}, {":path", q.Path}, {":scheme", scheme}}
+	authority := q.Host
+	if q.Authority != "" {
+		authority = q.Authority
+	}
+	pseudo := [][2]string{{":authority", authority}, {":method", q.Method}, {":path", q.Path}, {":scheme", scheme}}
 	if q.RawHeaders {
 		h.HeaderMap = &corev3.HeaderMap{}
 		for _, kv := range append(pseudo, q.H...) {
