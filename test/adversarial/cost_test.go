@@ -88,6 +88,8 @@ func TestAnonymousTrafficWritesNothing(t *testing.T) {
 	const m = 20
 	parallel(m, 4, func(i int) {
 		b := e2e.NewBrowser("nobody", x.Extauthz, hydra)
+		hydraMu.Lock()
+		defer hydraMu.Unlock()
 		_, hops, err := b.NavigateUntil(context.Background(), app+"/x", func(u *url.URL) bool { return u.Host == e2e.LoginHost })
 		if err != nil || len(hops) < 2 {
 			t.Errorf("login start: %v %v", err, hops)

@@ -50,6 +50,7 @@ const secret = "adversarial-7f3c1e9a2b4d6f8e0a1c3e5f7b9d2f4a6c8e0b1d3f5a7c9e2b4d
 
 var (
 	extauthzBin string
+	hydraBin    string
 	workDir     string
 	redisA      *redistest.Server // sessions of the shared instances
 	redisB      *redistest.Server // measured: anonymous traffic must add nothing here
@@ -89,7 +90,7 @@ func setup(m *testing.M) int {
 	if extauthzBin, err = e2e.BuildExtauthz(root, dir); err != nil {
 		return fail(err)
 	}
-	hydraBin, err := e2e.BuildHydra(root, os.Stderr)
+	hydraBin, err = e2e.BuildHydra(root, os.Stderr)
 	if err != nil {
 		return fail(err)
 	}
@@ -585,10 +586,16 @@ func login(t *testing.T, x *instance, user string) (*e2e.Browser, string) {
 	return loginAt(t, x, app, user)
 }
 
+// hydraMu serialises login flows: Hydra on its in-memory database fails
+// some of several concurrent logins ("The error is unrecognizable").
+var hydraMu sync.Mutex
+
 func loginAt(t *testing.T, x *instance, origin, user string) (*e2e.Browser, string) {
 	t.Helper()
 	b := e2e.NewBrowser(user, x.Extauthz, hydra)
+	hydraMu.Lock()
 	resp, hops, err := b.Navigate(context.Background(), origin+"/home")
+	hydraMu.Unlock()
 	if err != nil {
 		t.Fatalf("login: %v (hops %v)", err, hops)
 	}
@@ -641,12 +648,11 @@ func clearsCookie(h http.Header, name string) bool {
 	return false
 }
 
-// setsCookie says whether a response sets a (non-empty) cookie whose name
-// starts with prefix.
-func setsCookie(h http.Header, prefix string) bool {
+// setsCookie says whether a response sets the (non-empty) cookie called name.
+func setsCookie(h http.Header, name string) bool {
 	for _, sc := range h.Values("set-cookie") {
 		c, err := http.ParseSetCookie(sc)
-		if err == nil && strings.HasPrefix(c.Name, prefix) && c.Value != "" && c.MaxAge >= 0 {
+		if err == nil && c.Name == name && c.Value != "" && c.MaxAge >= 0 {
 			return true
 		}
 	}
