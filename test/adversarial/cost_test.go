@@ -158,7 +158,7 @@ func TestLoginStateSingleUse(t *testing.T) {
 	for _, replay := range []struct {
 		name, url string
 		x         *instance
-		proto     proto
+		proto     protocol
 	}{
 		{"same URL, grpc", cb1, x, protocols[0]},
 		{"same URL, http", cb1, x, protocols[1]},

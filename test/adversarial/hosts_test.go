@@ -41,7 +41,7 @@ func checkHosts(t *testing.T, x *instance, hc hostCheck) {
 	var mu sync.Mutex
 	var fails []string
 	type job struct {
-		p    proto
+		p    protocol
 		host string
 		kind string
 	}

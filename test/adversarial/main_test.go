@@ -435,12 +435,12 @@ func (r hres) String() string {
 	return s
 }
 
-type proto struct {
+type protocol struct {
 	name string
 	do   func(*instance, hreq) hres
 }
 
-var protocols = []proto{{"grpc", viaGRPC}, {"http", viaHTTP}}
+var protocols = []protocol{{"grpc", viaGRPC}, {"http", viaHTTP}}
 
 func joinSep(k string) string {
 	if k == "cookie" {
