@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -17,12 +18,16 @@ import (
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/anypb"
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
+	networkingv1alpha3 "istio.io/api/networking/v1alpha3"
 	securityv1beta1 "istio.io/api/security/v1beta1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"sigs.k8s.io/yaml"
+
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 
 	"github.com/extauthz/extauthz/internal/envoyconfig"
 	"github.com/extauthz/extauthz/pkg/config"
@@ -144,6 +149,60 @@ func writeRedisBinding(t *testing.T, dir string) {
 		"credentialProperties":[{"name":"hostname","format":"text"},{"name":"port","format":"json"},{"name":"password","format":"text"},{"name":"tls","format":"json"}]}`), 0o644)
 }
 
+// meshPathNormalization checks that an Istio mesh config gives every proxy
+// one spelling of each path: DECODE_AND_MERGE_SLASHES.
+func meshPathNormalization(mc *meshv1alpha1.MeshConfig) error {
+	if got := mc.GetPathNormalization().GetNormalization(); got != meshv1alpha1.MeshConfig_ProxyPathNormalization_DECODE_AND_MERGE_SLASHES {
+		return fmt.Errorf("meshConfig.pathNormalization.normalization is %v, want DECODE_AND_MERGE_SLASHES", got)
+	}
+	return nil
+}
+
+// envoyFilterNormalises decodes an EnvoyFilter's spec and checks that it
+// merges path normalisation (envoyconfig.PathNormalization) into the
+// HttpConnectionManager of the inbound sidecar listener of the workloads it
+// selects, which it returns.
+func envoyFilterNormalises(spec []byte) (map[string]string, error) {
+	var ef networkingv1alpha3.EnvoyFilter
+	if err := protojson.Unmarshal(spec, &ef); err != nil {
+		return nil, fmt.Errorf("spec is not an Istio EnvoyFilter: %w", err)
+	}
+	labels := ef.GetWorkloadSelector().GetLabels()
+	if len(labels) == 0 {
+		return nil, fmt.Errorf("no workloadSelector: it must select the app's pods as the AuthorizationPolicy does")
+	}
+	for _, p := range ef.GetConfigPatches() {
+		if p.GetApplyTo() != networkingv1alpha3.EnvoyFilter_NETWORK_FILTER || p.GetMatch().GetContext() != networkingv1alpha3.EnvoyFilter_SIDECAR_INBOUND ||
+			p.GetMatch().GetListener().GetFilterChain().GetFilter().GetName() != "envoy.filters.network.http_connection_manager" ||
+			p.GetPatch().GetOperation() != networkingv1alpha3.EnvoyFilter_Patch_MERGE {
+			continue
+		}
+		j, err := protojson.Marshal(p.GetPatch().GetValue())
+		if err != nil {
+			return nil, err
+		}
+		var value struct {
+			TypedConfig json.RawMessage `json:"typed_config"`
+		}
+		if err := json.Unmarshal(j, &value); err != nil {
+			return nil, err
+		}
+		var a anypb.Any
+		if err := protojson.Unmarshal(value.TypedConfig, &a); err != nil {
+			return nil, fmt.Errorf("patch: typed_config: %w", err)
+		}
+		var hcm hcmv3.HttpConnectionManager
+		if err := a.UnmarshalTo(&hcm); err != nil {
+			return nil, fmt.Errorf("patch: typed_config is not an HttpConnectionManager: %w", err)
+		}
+		if err := envoyconfig.PathNormalization(&hcm); err != nil {
+			return nil, fmt.Errorf("patch: %w", err)
+		}
+		return labels, nil
+	}
+	return nil, fmt.Errorf("no MERGE patch of the SIDECAR_INBOUND http_connection_manager")
+}
+
 func TestKyma(t *testing.T) {
 	var kust struct {
 		APIVersion string `json:"apiVersion"`
@@ -170,9 +229,11 @@ func TestKyma(t *testing.T) {
 		bindings     = map[string]btpBinding{}
 		providers    []string // authorizer / extension provider names
 		policyUses   []string
+		policyPods   []map[string]string // the AuthorizationPolicies' selectors
+		normalised   []map[string]string // pods whose sidecar normalises paths (EnvoyFilter)
+		meshConfigs  int
 		deployment   *appsv1.Deployment
 		service      *corev1.Service
-		sessionKey   string
 		sawPDB       bool
 		checkedKinds []string
 	)
@@ -191,9 +252,7 @@ func TestKyma(t *testing.T) {
 				service = &corev1.Service{}
 				strict(t, f, d, service)
 			case "v1 Secret":
-				var s corev1.Secret
-				strict(t, f, d, &s)
-				sessionKey = s.StringData["secret"]
+				t.Errorf("%s: a Secret in the kustomization would overwrite the one created for the session secret on every apply", f)
 			case "policy/v1 PodDisruptionBudget":
 				var p policyv1.PodDisruptionBudget
 				strict(t, f, d, &p)
@@ -222,6 +281,20 @@ func TestKyma(t *testing.T) {
 					t.Fatalf("%s: action %v, want CUSTOM", f, ap.GetAction())
 				}
 				policyUses = append(policyUses, ap.GetProvider().GetName())
+				policyPods = append(policyPods, ap.GetSelector().GetMatchLabels())
+			case "networking.istio.io/v1alpha3 EnvoyFilter":
+				var obj struct {
+					APIVersion string          `json:"apiVersion"`
+					Kind       string          `json:"kind"`
+					Metadata   objectMeta      `json:"metadata"`
+					Spec       json.RawMessage `json:"spec"`
+				}
+				strict(t, f, d, &obj)
+				pods, err := envoyFilterNormalises(obj.Spec)
+				if err != nil {
+					t.Fatalf("%s: %v", f, err)
+				}
+				normalised = append(normalised, pods)
 			case "operator.kyma-project.io/v1alpha2 Istio":
 				var ki kymaIstio
 				strict(t, f, d, &ki)
@@ -245,6 +318,10 @@ func TestKyma(t *testing.T) {
 				var mc meshv1alpha1.MeshConfig
 				if err := protojson.Unmarshal(obj.Spec.MeshConfig, &mc); err != nil {
 					t.Fatalf("%s: meshConfig is not Istio's MeshConfig: %v", f, err)
+				}
+				meshConfigs++
+				if err := meshPathNormalization(&mc); err != nil {
+					t.Errorf("%s: %v", f, err)
 				}
 				var kinds []string
 				for _, p := range mc.GetExtensionProviders() {
@@ -277,6 +354,17 @@ func TestKyma(t *testing.T) {
 	for _, p := range policyUses {
 		if !slices.Contains(providers, p) {
 			t.Errorf("AuthorizationPolicy uses provider %q, declared: %v", p, providers)
+		}
+	}
+	// Where extauthz decides, paths are normalised: on plain Istio by the
+	// mesh config, on Kyma (whose Istio resource cannot set it) by an
+	// EnvoyFilter on the same pods as the AuthorizationPolicy.
+	if meshConfigs == 0 {
+		t.Error("no IstioOperator meshConfig found (istio-meshconfig.yaml)")
+	}
+	for _, pods := range policyPods {
+		if !slices.ContainsFunc(normalised, func(n map[string]string) bool { return maps.Equal(n, pods) }) {
+			t.Errorf("the AuthorizationPolicy's pods %v have no EnvoyFilter normalising paths (path-normalization.yaml); found %v", pods, normalised)
 		}
 	}
 	for name, b := range bindings {
@@ -316,9 +404,9 @@ func TestKyma(t *testing.T) {
 	for _, e := range c.Env {
 		v := e.Value
 		if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
-			v = strings.Repeat("s", 64) // the extauthz-session Secret's value
-			if len(sessionKey) < 64 {
-				t.Errorf("session-secret.yaml's placeholder is shorter than 64 characters")
+			v = secret64 // the extauthz-session Secret, created apart (README)
+			if sel := e.ValueFrom.SecretKeyRef; sel.Name != "extauthz-session" || sel.Key != "secret" {
+				t.Errorf("%s comes from Secret %s key %s, want extauthz-session key secret (README)", e.Name, sel.Name, sel.Key)
 			}
 		}
 		// Kubernetes expands $(VAR) from earlier variables.
@@ -455,6 +543,13 @@ func TestCloudFoundry(t *testing.T) {
 		env[k] = strings.ReplaceAll(v, "${session-secret}", mta.Parameters["session-secret"])
 	}
 	env["VCAP_SERVICES"] = vcapFor(required...)
+	// Deployed as shipped, the placeholder secret stops extauthz.
+	if _, err := config.Load(nil, func(k string) string { return env[k] }, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "placeholder") {
+		t.Errorf("mta.yaml's placeholder session secret was accepted: %v", err)
+	}
+	for k, v := range m.Properties {
+		env[k] = strings.ReplaceAll(v, "${session-secret}", secret64)
+	}
 	loadEnv(t, "mta.yaml", env)
 }
 
@@ -521,5 +616,50 @@ func TestDockerfileAndCompose(t *testing.T) {
 	if compose.Services["extauthz"].Build != "../.." {
 		t.Error("the extauthz service must build the repository's Dockerfile")
 	}
-	loadEnv(t, "docker-compose.yaml", compose.Services["extauthz"].Environment)
+	env := compose.Services["extauthz"].Environment
+	if v := env["EXTAUTHZ_SESSION_SECRETS"]; !strings.HasPrefix(v, "${EXTAUTHZ_SESSION_SECRETS:?") {
+		t.Errorf("the quickstart must take its session secret from the user's environment, not %q", v)
+	}
+	env["EXTAUTHZ_SESSION_SECRETS"] = secret64
+	loadEnv(t, "docker-compose.yaml", env)
+}
+
+// TestIstioPathNormalizationChecks: the checks above refuse Istio files
+// that lack path normalisation.
+func TestIstioPathNormalizationChecks(t *testing.T) {
+	for _, mc := range []string{`{}`, `{"pathNormalization":{}}`, `{"pathNormalization":{"normalization":"BASE"}}`,
+		`{"pathNormalization":{"normalization":"MERGE_SLASHES"}}`, `{"pathNormalization":{"normalization":"NONE"}}`} {
+		var m meshv1alpha1.MeshConfig
+		if err := protojson.Unmarshal([]byte(mc), &m); err != nil {
+			t.Fatal(err)
+		}
+		if meshPathNormalization(&m) == nil {
+			t.Errorf("meshConfig %s accepted", mc)
+		}
+	}
+
+	var shipped struct {
+		Spec json.RawMessage `json:"spec"`
+	}
+	if err := yaml.Unmarshal(docs(t, "kyma/path-normalization.yaml")[0], &shipped); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := envoyFilterNormalises(shipped.Spec); err != nil {
+		t.Fatalf("the shipped EnvoyFilter: %v", err)
+	}
+	for name, change := range map[string]func(string) string{
+		"no normalize_path":         func(s string) string { return strings.Replace(s, `"normalize_path":true,`, "", 1) },
+		"no merge_slashes":          func(s string) string { return strings.Replace(s, `"merge_slashes":true,`, "", 1) },
+		"escaped slashes forwarded": func(s string) string { return strings.Replace(s, "REJECT_REQUEST", "UNESCAPE_AND_FORWARD", 1) },
+		"outbound only":             func(s string) string { return strings.Replace(s, "SIDECAR_INBOUND", "SIDECAR_OUTBOUND", 1) },
+		"no workload selector":      func(s string) string { return strings.Replace(s, `"app":"my-app"`, "", 1) },
+	} {
+		spec := change(string(shipped.Spec))
+		if spec == string(shipped.Spec) {
+			t.Fatalf("%s: the change did not apply to %s", name, spec)
+		}
+		if _, err := envoyFilterNormalises([]byte(spec)); err == nil {
+			t.Errorf("%s: accepted %s", name, spec)
+		}
+	}
 }

@@ -6,7 +6,11 @@ package envoyconfig_test
 import (
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
+
+	"sigs.k8s.io/yaml"
 
 	"github.com/extauthz/extauthz/internal/envoyconfig"
 )
@@ -30,5 +34,78 @@ func TestShippedConfigs(t *testing.T) {
 				t.Fatalf("found %d ext_authz filters and validated %d typed messages: the walk missed the config", rep.ExtAuthzFilters, rep.Validated)
 			}
 		})
+	}
+}
+
+// TestConfigWithoutPathNormalisationFails: a configuration whose
+// HttpConnectionManager lacks any of normalize_path, merge_slashes or a safe
+// path_with_escaped_slashes_action is refused, naming the listener.
+func TestConfigWithoutPathNormalisationFails(t *testing.T) {
+	doc, err := os.ReadFile("front-proxy-http.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		change func(hcm map[string]any)
+		ok     bool
+	}{
+		{"as shipped", func(map[string]any) {}, true},
+		{"unescape and redirect", func(h map[string]any) { h["path_with_escaped_slashes_action"] = "UNESCAPE_AND_REDIRECT" }, true},
+		{"no normalize_path", func(h map[string]any) { delete(h, "normalize_path") }, false},
+		{"normalize_path false", func(h map[string]any) { h["normalize_path"] = false }, false},
+		{"no merge_slashes", func(h map[string]any) { delete(h, "merge_slashes") }, false},
+		{"merge_slashes false", func(h map[string]any) { h["merge_slashes"] = false }, false},
+		{"no escaped slashes action", func(h map[string]any) { delete(h, "path_with_escaped_slashes_action") }, false},
+		{"escaped slashes kept", func(h map[string]any) { h["path_with_escaped_slashes_action"] = "KEEP_UNCHANGED" }, false},
+		{"escaped slashes forwarded", func(h map[string]any) { h["path_with_escaped_slashes_action"] = "UNESCAPE_AND_FORWARD" }, false},
+		{"none of them", func(h map[string]any) {
+			delete(h, "normalize_path")
+			delete(h, "merge_slashes")
+			delete(h, "path_with_escaped_slashes_action")
+		}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var cfg map[string]any
+			if err := yaml.Unmarshal(doc, &cfg); err != nil {
+				t.Fatal(err)
+			}
+			l := cfg["static_resources"].(map[string]any)["listeners"].([]any)[0].(map[string]any)
+			l["name"] = "public-ingress"
+			f := l["filter_chains"].([]any)[0].(map[string]any)["filters"].([]any)[0].(map[string]any)
+			tt.change(f["typed_config"].(map[string]any))
+			changed, err := yaml.Marshal(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = envoyconfig.Validate(changed)
+			switch {
+			case tt.ok && err != nil:
+				t.Fatalf("refused: %v", err)
+			case !tt.ok && err == nil:
+				t.Fatal("accepted a configuration that does not normalise paths")
+			case !tt.ok && (!strings.Contains(err.Error(), `listener "public-ingress"`) || !strings.Contains(err.Error(), "normalised")):
+				t.Fatalf("the error does not name the listener and the problem: %v", err)
+			}
+		})
+	}
+}
+
+// A filter that does not send extauthz a header it reads fails: without
+// sec-fetch-site, for one, every cross-site logout would look same-origin.
+func TestConfigWithoutAReadHeaderFails(t *testing.T) {
+	doc, err := os.ReadFile("front-proxy-grpc.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []string{"sec-fetch-site", "cookie", "x-csrf-token"} {
+		re := regexp.MustCompile(`(?m)^ *- exact: ` + h + `\n`)
+		if !re.Match(doc) {
+			t.Fatalf("front-proxy-grpc.yaml does not send %s", h)
+		}
+		if _, err := envoyconfig.Validate(re.ReplaceAll(doc, nil)); err == nil || !strings.Contains(err.Error(), h) {
+			t.Errorf("without %s: %v, want an error naming it", h, err)
+		}
 	}
 }

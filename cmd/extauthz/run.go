@@ -79,18 +79,22 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 	if err != nil {
 		return err
 	}
-	tenants, err := tenant.New(cfg.TenantHostPattern, cfg.TrustForwardedHost)
+	tenants, err := tenant.New(tenant.Options{Pattern: cfg.TenantHostPattern, AllowedHosts: cfg.AllowedHosts, TrustForwardedHost: cfg.TrustForwardedHost})
 	if err != nil {
 		return fmt.Errorf("TENANT_HOST_PATTERN: %w", err)
 	}
-	var tenantsOrNil authz.Tenants
-	if tenants.MultiTenant() {
-		tenantsOrNil = tenants
+	switch {
+	case tenants.MultiTenant():
 		log.Info("multitenant", "tenant_host_pattern", cfg.TenantHostPattern)
+	case tenants.LoopbackOnly():
+		log.Warn("no host configured (EXTAUTHZ_ALLOWED_HOSTS, VCAP_APPLICATION or TENANT_HOST_PATTERN): only loopback hosts (localhost, 127.0.0.1, ::1) are served; every other host gets 404")
+	default:
+		log.Info("hosts served", "allowed_hosts", strings.Join(cfg.AllowedHosts, ","), "source", cfg.Origin("allowed-hosts"))
 	}
 
-	engine := authz.New(sessions, providers, tenantsOrNil, authz.Options{
-		CookieName: cfg.CookieName, SecureCookie: cfg.SecureCookie, SameSite: cfg.SameSite, Partitioned: cfg.Partitioned,
+	engine := authz.New(sessions, providers, tenants, authz.Options{
+		CookieName: cfg.CookieName, SecureCookie: cfg.SecureCookie, TrustForwardedProto: cfg.TrustForwardedProto,
+		SameSite: cfg.SameSite, Partitioned: cfg.Partitioned,
 		CallbackPath: cfg.CallbackPath, LogoutPath: cfg.LogoutPath, PostLogoutRedirect: cfg.PostLogoutRedirect,
 		RefreshAhead: cfg.JWTRefresh, RefreshLockTTL: cfg.IDPTimeout + 5*time.Second,
 		Policy: pol, LogoutMethod: logoutMethod(pol),
@@ -112,9 +116,19 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 		httpLis.Close()
 		return fmt.Errorf("admin listener: %w", err)
 	}
+	var nginxLis net.Listener // nginx's auth_request, only when asked for
+	if cfg.NginxAddr != "" {
+		if nginxLis, err = lc.Listen(ctx, "tcp", cfg.NginxAddr); err != nil {
+			grpcLis.Close()
+			httpLis.Close()
+			adminLis.Close()
+			return fmt.Errorf("nginx listener: %w", err)
+		}
+	}
 	return server.Run(ctx, server.Options{
-		GRPC: grpcLis, HTTP: httpLis, Admin: adminLis,
+		GRPC: grpcLis, HTTP: httpLis, Admin: adminLis, Nginx: nginxLis,
 		HTTPHandler:     envoy.NewHTTPHandler(engine, metrics, log, cfg.HTTPPathPrefix),
+		NginxHandler:    envoy.NewNginxHandler(engine, metrics, log),
 		Register:        envoy.NewService(engine, metrics, log).Register,
 		GRPCOptions:     envoy.ServerOptions(),
 		Ready:           store.Ping,

@@ -54,12 +54,13 @@ func mapEnv(m map[string]string) func(string) string { return func(k string) str
 // as Envoy and a monitoring system would.
 func TestRunServesOverRealConnections(t *testing.T) {
 	redis := redistest.Run(t)
-	grpcAddr, httpAddr, adminAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	grpcAddr, httpAddr, adminAddr, nginxAddr := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
 	env := map[string]string{
 		"EXT_SESSION_MGT": `{"instanceName":"my-redis","storageType":"redis","sessionSecret":"` + strings.Repeat("x", 64) + `"}`,
 		"VCAP_SERVICES": fmt.Sprintf(`{"redis-cache":[{"name":"my-redis","label":"redis-cache","tags":["cache"],
 			"credentials":{"hostname":"127.0.0.1","port":%d,"password":"","tls":false,"cluster_mode":false}}]}`, redis.Port),
 		"EXTAUTHZ_GRPC_ADDR": grpcAddr, "EXTAUTHZ_HTTP_ADDR": httpAddr, "EXTAUTHZ_ADMIN_ADDR": adminAddr, "EXTAUTHZ_LOG_LEVEL": "debug",
+		"EXTAUTHZ_NGINX_ADDR": nginxAddr, "EXTAUTHZ_ALLOWED_HOSTS": "app.example.com",
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -144,6 +145,20 @@ func TestRunServesOverRealConnections(t *testing.T) {
 		if r.StatusCode != 200 || !strings.Contains(string(body), want) {
 			t.Errorf("GET %s: %d, body lacks %q:\n%.2000s", path, r.StatusCode, want, body)
 		}
+	}
+
+	// nginx's listener: its subrequest gets 401 for the denial.
+	nreq, _ := http.NewRequest("GET", "http://"+nginxAddr+"/api", nil)
+	nreq.Host = "app.example.com"
+	nreq.Header.Set("X-Extauthz-Subrequest", "nginx")
+	nreq.Header.Set("X-Original-Method", "POST")
+	nresp, err := http.DefaultClient.Do(nreq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nresp.Body.Close()
+	if nresp.StatusCode != 401 {
+		t.Fatalf("nginx subrequest: status %d, want 401", nresp.StatusCode)
 	}
 
 	// SIGTERM (ctx cancel): a clean exit.

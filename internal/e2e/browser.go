@@ -179,7 +179,9 @@ func (b *Browser) doHTTP(ctx context.Context, method, rawURL string, header http
 	defer r.Body.Close()
 	body, _ := io.ReadAll(r.Body)
 	out := &Response{Status: r.StatusCode, Header: r.Header, Body: string(body)}
-	if r.Header.Get(AppEchoHeader) != "" {
+	if r.Header.Get(AppEchoHeader) != "" && method == http.MethodHead {
+		out.Upstream = http.Header{} // the app answered; HEAD has no body to echo in
+	} else if r.Header.Get(AppEchoHeader) != "" {
 		var echoed map[string][]string
 		if err := json.Unmarshal(body, &echoed); err != nil {
 			return nil, fmt.Errorf("app echo: %w", err)

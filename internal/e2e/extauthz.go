@@ -36,6 +36,8 @@ type Extauthz struct {
 	GRPCAddr  string
 	HTTPAddr  string
 	AdminAddr string
+	// NginxAddr is the nginx auth_request listener (EXTAUTHZ_NGINX_ADDR).
+	NginxAddr string
 
 	bin      string
 	env      map[string]string
@@ -75,9 +77,13 @@ func startExtauthz(name, bin string, env map[string]string, logw io.Writer, wait
 	if err != nil {
 		return nil, err
 	}
+	np, err := redistest.FreePort()
+	if err != nil {
+		return nil, err
+	}
 	x := &Extauthz{
 		Name: name, GRPCAddr: fmt.Sprintf("127.0.0.1:%d", gp), HTTPAddr: fmt.Sprintf("127.0.0.1:%d", hp), AdminAddr: fmt.Sprintf("127.0.0.1:%d", ap),
-		bin: bin, env: env, logw: logw, waitPath: waitPath,
+		NginxAddr: fmt.Sprintf("127.0.0.1:%d", np), bin: bin, env: env, logw: logw, waitPath: waitPath,
 	}
 	x.conn, err = grpc.NewClient(x.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -95,7 +101,14 @@ func startExtauthz(name, bin string, env map[string]string, logw io.Writer, wait
 func (x *Extauthz) Start() error {
 	cmd := exec.Command(x.bin)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"),
-		"EXTAUTHZ_GRPC_ADDR=" + x.GRPCAddr, "EXTAUTHZ_HTTP_ADDR=" + x.HTTPAddr, "EXTAUTHZ_ADMIN_ADDR=" + x.AdminAddr}
+		"EXTAUTHZ_GRPC_ADDR=" + x.GRPCAddr, "EXTAUTHZ_HTTP_ADDR=" + x.HTTPAddr, "EXTAUTHZ_ADMIN_ADDR=" + x.AdminAddr,
+		"EXTAUTHZ_NGINX_ADDR=" + x.NginxAddr}
+	if _, set := x.env["SECURE_SESSION_COOKIE"]; !set {
+		// The test browser talks plain http to app.localhost, and Go's
+		// cookie jar (unlike a real browser on localhost) keeps Secure
+		// cookies for https only.
+		cmd.Env = append(cmd.Env, "SECURE_SESSION_COOKIE=false")
+	}
 	for k, v := range x.env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}

@@ -2,26 +2,32 @@
 // decodes into Envoy's Bootstrap proto (unknown fields and unknown
 // typed_config types fail), passes ValidateAll — and so does every
 // typed_config inside it —, sets no deprecated field and no
-// failure_mode_allow, and every cluster a route or a filter names exists.
+// failure_mode_allow, every cluster a route or a filter names exists, and
+// every HttpConnectionManager normalises paths (see PathNormalization).
 package envoyconfig
 
 import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
-	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/descriptorpb"
 	"google.golang.org/protobuf/types/known/anypb"
 	"sigs.k8s.io/yaml"
+
+	"github.com/extauthz/extauthz/pkg/authz"
 )
 
 type validator interface{ ValidateAll() error }
@@ -48,6 +54,7 @@ func Validate(doc []byte) (*Report, error) {
 		rep.Clusters = append(rep.Clusters, c.GetName())
 	}
 	var named []string // clusters that routes and filters refer to
+	listener := ""     // the listener being walked
 	err = walk(b.ProtoReflect(), "bootstrap", func(m protoreflect.Message, path string) error {
 		var err error
 		m.Range(func(fd protoreflect.FieldDescriptor, _ protoreflect.Value) bool {
@@ -66,12 +73,21 @@ func Validate(doc []byte) (*Report, error) {
 			}
 		}
 		switch x := m.Interface().(type) {
+		case *listenerv3.Listener:
+			listener = x.GetName()
+		case *hcmv3.HttpConnectionManager:
+			if err := PathNormalization(x); err != nil {
+				return fmt.Errorf("listener %q, HttpConnectionManager %q: %w", listener, x.GetStatPrefix(), err)
+			}
 		case *routev3.RouteAction:
 			named = append(named, x.GetCluster())
 		case *extauthzv3.ExtAuthz:
 			rep.ExtAuthzFilters++
 			if x.GetFailureModeAllow() {
 				return fmt.Errorf("%s: failure_mode_allow lets requests through when extauthz is down", path)
+			}
+			if missing := missingHeaders(x); len(missing) > 0 {
+				return fmt.Errorf("%s: allowed_headers lacks %v, which extauthz reads", path, missing)
 			}
 			if c := x.GetGrpcService().GetEnvoyGrpc().GetClusterName(); c != "" {
 				named = append(named, c)
@@ -95,6 +111,51 @@ func Validate(doc []byte) (*Report, error) {
 		}
 	}
 	return rep, errors.Join(errs...)
+}
+
+// missingHeaders are the request headers extauthz reads that an ext_authz
+// filter does not send it. Pseudo-headers always go; x-forwarded-host is
+// read only when the operator trusts a proxy that sets it.
+func missingHeaders(x *extauthzv3.ExtAuthz) []string {
+	var missing []string
+	for _, h := range authz.RequestHeaders {
+		if strings.HasPrefix(h, ":") || h == "x-forwarded-host" {
+			continue
+		}
+		if !slices.ContainsFunc(x.GetAllowedHeaders().GetPatterns(), func(m *matcherv3.StringMatcher) bool {
+			return m.GetExact() == h || m.GetPrefix() != "" && strings.HasPrefix(h, m.GetPrefix())
+		}) {
+			missing = append(missing, h)
+		}
+	}
+	return missing
+}
+
+// PathNormalization checks that an HttpConnectionManager gives ext_authz,
+// its routes and the upstream one spelling of every path: normalize_path
+// (RFC 3986 dot segments; CVE-2019-9901: /info/../private passed ext_authz
+// while the upstream served /private), merge_slashes, and
+// path_with_escaped_slashes_action rejecting %2F and %5C or unescaping them
+// with a redirect (CVE-2021-29492). UNESCAPE_AND_FORWARD, KEEP_UNCHANGED and
+// the default are refused: Envoy's own documentation warns against them where
+// something decides on the path.
+func PathNormalization(h *hcmv3.HttpConnectionManager) error {
+	var missing []string
+	if !h.GetNormalizePath().GetValue() {
+		missing = append(missing, "normalize_path: true")
+	}
+	if !h.GetMergeSlashes() {
+		missing = append(missing, "merge_slashes: true")
+	}
+	switch h.GetPathWithEscapedSlashesAction() {
+	case hcmv3.HttpConnectionManager_REJECT_REQUEST, hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT:
+	default:
+		missing = append(missing, "path_with_escaped_slashes_action: REJECT_REQUEST (or UNESCAPE_AND_REDIRECT), not "+h.GetPathWithEscapedSlashesAction().String())
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("paths are not normalised, so extauthz may decide on another path than the upstream serves; set %s", strings.Join(missing, ", "))
+	}
+	return nil
 }
 
 // walk visits m and every message inside it, unpacking google.protobuf.Any.

@@ -36,15 +36,15 @@ func waitFor(what string, timeout time.Duration, ok func() bool) error {
 type Cluster struct{ Nodes []*Server }
 
 // StartCluster runs n masters with cluster mode on and joins them with
-// `redis-cli --cluster create`.
-func StartCluster(dir string, n int) (*Cluster, error) {
+// `redis-cli --cluster create`. extra are more redis-server arguments.
+func StartCluster(dir string, n int, extra ...string) (*Cluster, error) {
 	if _, err := exec.LookPath("redis-cli"); err != nil {
 		return nil, errors.New("redis-cli not found in PATH (Debian: apt-get install -y redis-tools)")
 	}
 	c := &Cluster{}
 	var addrs []string
 	for range n {
-		s, err := Start(dir, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000")
+		s, err := Start(dir, append([]string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"}, extra...)...)
 		if err != nil {
 			c.Stop()
 			return nil, err

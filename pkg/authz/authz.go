@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/extauthz/extauthz/pkg/idp"
 	"github.com/extauthz/extauthz/pkg/policy"
 	"github.com/extauthz/extauthz/pkg/session"
@@ -23,9 +25,10 @@ type Request struct {
 	Method string
 	// Scheme of the request as the proxy received it ("http" or "https").
 	Scheme string
-	// Host is the :authority / Host header.
+	// Host is the :authority / Host header, as sent.
 	Host string
-	// Path is the request target: path and query, as sent.
+	// Path is the request target: path and query, as sent. The engine reads
+	// it once, into its canonical form (see canonicalPath).
 	Path string
 	// Headers with lower-case names; repeated headers joined as the proxy does.
 	Headers map[string]string
@@ -36,7 +39,7 @@ type Request struct {
 // these through.
 var RequestHeaders = []string{
 	":authority", ":method", ":path", ":scheme",
-	"cookie", "x-forwarded-proto", "x-forwarded-host", "x-requested-with", "sec-fetch-mode", "x-csrf-token",
+	"cookie", "x-forwarded-proto", "x-forwarded-host", "x-requested-with", "sec-fetch-mode", "sec-fetch-site", "x-csrf-token",
 }
 
 // Header is one HTTP header.
@@ -72,10 +75,14 @@ type Providers interface {
 	Provider(ctx context.Context, tenant string) (Provider, error)
 }
 
-// Tenants maps a request's host to its tenant; an error means the host
-// belongs to no tenant.
+// Tenants decides which hosts are served, and their tenant: Resolve
+// returns the request's host in canonical form (lower-case, no trailing
+// dot, the port if any: what URLs back to the request are built from) and
+// its tenant ("" in single-tenant mode). An error means extauthz does not
+// serve the host: no login, no session, 404. forwardedHost is
+// x-forwarded-host, which the implementation uses only when trusted.
 type Tenants interface {
-	Resolve(host, forwardedHost string) (string, error)
+	Resolve(host, forwardedHost string) (canonical, tenant string, err error)
 }
 
 // Provider is the identity provider the engine logs users in with.
@@ -89,11 +96,15 @@ type Provider interface {
 // Options configure the engine.
 type Options struct {
 	CookieName string
-	// SecureCookie: "true", "false" or "auto" (Secure when the request came
-	// over https, per x-forwarded-proto or the proxy's scheme).
+	// SecureCookie: "true" (default), "false" or "auto" (Secure when the
+	// browser came over https: the proxy's scheme, or x-forwarded-proto
+	// when TrustForwardedProto).
 	SecureCookie string
-	SameSite     string // Lax, Strict or None
-	Partitioned  bool
+	// TrustForwardedProto: x-forwarded-proto says the browser's scheme (only
+	// behind a proxy that sets it and drops the client's).
+	TrustForwardedProto bool
+	SameSite            string // Lax, Strict or None
+	Partitioned         bool
 
 	CallbackPath       string
 	LogoutPath         string
@@ -109,9 +120,6 @@ type Options struct {
 	// RefreshWait bounds how long a request with an expired token waits for
 	// another request's refresh (default 3s).
 	RefreshWait time.Duration
-	// LoginTTL is the lifetime of the state cookie (default 180s, as the
-	// login state in the store).
-	LoginTTL time.Duration
 	// Policy is xs-app.json's routes: public routes, scopes, CSRF. nil:
 	// every path needs a session, no scope, no CSRF check.
 	Policy *policy.Policy
@@ -126,20 +134,25 @@ type Options struct {
 type Engine struct {
 	sessions  *session.Manager
 	providers Providers // nil: no login configured
-	tenants   Tenants   // nil: single tenant
+	tenants   Tenants
 	opt       Options
 	log       *slog.Logger
+	// waits shares, per session, the wait for another request's refresh.
+	waits singleflight.Group
 }
 
 // New returns an engine. providers may be nil: requests without a session
-// are then refused (401) since nobody can log in. tenants may be nil for a
-// single tenant.
+// are then refused (401) since nobody can log in. tenants decides which
+// hosts are served; it is required (there is no "any host").
 func New(sessions *session.Manager, providers Providers, tenants Tenants, opt Options, log *slog.Logger) *Engine {
+	if tenants == nil {
+		panic("authz.New: nil Tenants")
+	}
 	if opt.CookieName == "" {
 		opt.CookieName = "JSESSIONID"
 	}
 	if opt.SecureCookie == "" {
-		opt.SecureCookie = "auto"
+		opt.SecureCookie = "true"
 	}
 	if opt.SameSite == "" {
 		opt.SameSite = "Lax"
@@ -159,9 +172,6 @@ func New(sessions *session.Manager, providers Providers, tenants Tenants, opt Op
 	if opt.RefreshWait <= 0 {
 		opt.RefreshWait = 3 * time.Second
 	}
-	if opt.LoginTTL <= 0 {
-		opt.LoginTTL = 180 * time.Second
-	}
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
@@ -174,37 +184,43 @@ type StaticProvider struct{ P Provider }
 // Provider implements Providers.
 func (s StaticProvider) Provider(context.Context, string) (Provider, error) { return s.P, nil }
 
+// in is a request as every decision reads it, parsed once at the door:
+// the host and tenant it was resolved to, and the canonical path. No
+// decision reads Request.Host or Request.Path again.
+type in struct {
+	method, scheme string
+	headers        map[string]string
+	host, tenant   string
+	path, query    string
+}
+
 // Check decides about one request.
 func (e *Engine) Check(ctx context.Context, r *Request) *Decision {
-	tenant := ""
-	if e.tenants != nil {
-		t, err := e.tenants.Resolve(r.Host, r.Headers["x-forwarded-host"])
-		if err != nil {
-			return deny(http.StatusNotFound, "unknown_host", "Not found: this host belongs to no tenant.\n")
-		}
-		tenant = t
+	host, tenant, err := e.tenants.Resolve(r.Host, r.Headers["x-forwarded-host"])
+	if err != nil {
+		return deny(http.StatusNotFound, "unknown_host", "Not found: this host is not served here.\n")
 	}
-	d := e.check(ctx, r, tenant)
+	path, query, err := canonicalPath(r.Path)
+	if err != nil {
+		d := deny(http.StatusBadRequest, "bad_path", "Bad request: the path is malformed or ambiguous.\n")
+		d.Tenant = tenant
+		return d
+	}
+	d := e.check(ctx, &in{method: r.Method, scheme: r.Scheme, headers: r.Headers, host: host, tenant: tenant, path: path, query: query})
 	d.Tenant = tenant
 	return d
 }
 
-func (e *Engine) check(ctx context.Context, r *Request, tenant string) *Decision {
-	path, query, _ := strings.Cut(r.Path, "?")
-	switch path {
+func (e *Engine) check(ctx context.Context, r *in) *Decision {
+	switch r.path {
 	case e.opt.CallbackPath:
-		return e.callback(ctx, r, tenant, query)
+		return e.callback(ctx, r)
 	case e.opt.LogoutPath:
-		if e.opt.LogoutMethod == http.MethodPost && r.Method != http.MethodPost {
-			d := deny(http.StatusMethodNotAllowed, "logout_method", "Method not allowed: log out with POST.\n")
-			d.Response = append(d.Response, Header{"allow", "POST"})
-			return d
-		}
-		return e.logout(ctx, r, tenant)
+		return e.logout(ctx, r)
 	}
 	var route *policy.Route
 	if e.opt.Policy != nil {
-		route = e.opt.Policy.Match(path, r.Method)
+		route = e.opt.Policy.Match(r.path, r.method)
 		switch {
 		case route != nil && route.Public():
 			return e.public(r)
@@ -212,21 +228,28 @@ func (e *Engine) check(ctx context.Context, r *Request, tenant string) *Decision
 			return deny(http.StatusNotFound, "no_route", "Not found.\n")
 		}
 	}
-	cookie := cookieValue(r.Headers["cookie"], e.opt.CookieName)
+	cookie := cookieValue(r.headers["cookie"], e.opt.CookieName)
 	if cookie == "" {
-		return e.unauthenticated(ctx, r, tenant, "no_session")
+		return e.unauthenticated(ctx, r, "no_session")
 	}
-	s, err := e.sessions.Load(ctx, cookie, tenant)
+	s, err := e.sessions.Load(ctx, cookie, r.tenant)
 	switch {
 	case errors.Is(err, session.ErrNoSession):
 		e.log.DebugContext(ctx, "session cookie does not open a session", "reason", err)
-		return e.unauthenticated(ctx, r, tenant, "invalid_session")
+		return e.unauthenticated(ctx, r, "invalid_session")
 	case errors.Is(err, session.ErrOtherTenant):
-		e.log.InfoContext(ctx, "session of another tenant refused", "tenant", tenant)
+		e.log.InfoContext(ctx, "session of another tenant refused", "tenant", r.tenant)
 		return deny(http.StatusForbidden, "other_tenant", "Forbidden: you cannot use a session from another tenant.\n")
 	case err != nil:
 		return e.storeError(ctx, err)
 	}
+	d := e.decide(ctx, r, route, s)
+	d.TenantVerified = true // a session of this tenant opened
+	return d
+}
+
+// decide is the decision for a request with an open session.
+func (e *Engine) decide(ctx context.Context, r *in, route *policy.Route, s *session.Session) *Decision {
 	s, d := e.refreshIfDue(ctx, r, s)
 	if d != nil {
 		return d
@@ -240,22 +263,22 @@ func (e *Engine) check(ctx context.Context, r *Request, tenant string) *Decision
 		}
 	}
 	d = e.allow(r, s)
-	if (r.Method == http.MethodGet || r.Method == http.MethodHead) && strings.EqualFold(r.Headers["x-csrf-token"], "fetch") {
+	if (r.method == http.MethodGet || r.method == http.MethodHead) && strings.EqualFold(r.headers["x-csrf-token"], "fetch") {
 		d.Response = append(d.Response, Header{"x-csrf-token", s.Record.GetCsrfToken()})
 	}
 	return d
 }
 
 // authorize checks a route's scopes and CSRF protection for a session.
-func (e *Engine) authorize(r *Request, route *policy.Route, s *session.Session) *Decision {
-	if need := route.ScopesFor(r.Method); len(need) > 0 && !slices.ContainsFunc(need, func(sc string) bool {
+func (e *Engine) authorize(r *in, route *policy.Route, s *session.Session) *Decision {
+	if need, restricted := route.ScopesFor(r.method); restricted && !slices.ContainsFunc(need, func(sc string) bool {
 		return slices.Contains(s.Record.GetScopes(), sc)
 	}) {
 		return deny(http.StatusForbidden, "missing_scope", "Forbidden: you lack the authorization (scope) this page needs.\n")
 	}
-	if route.NeedsCSRF(r.Method) {
+	if route.NeedsCSRF(r.method) {
 		want := s.Record.GetCsrfToken()
-		got := r.Headers["x-csrf-token"]
+		got := r.headers["x-csrf-token"]
 		if want == "" || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
 			d := deny(http.StatusForbidden, "csrf", "Forbidden: CSRF token validation failed.\n")
 			d.Response = append(d.Response, Header{"x-csrf-token", "Required"})
@@ -267,7 +290,7 @@ func (e *Engine) authorize(r *Request, route *policy.Route, s *session.Session) 
 
 // public lets a request to a public route through without a session, and
 // without the session cookie.
-func (e *Engine) public(r *Request) *Decision {
+func (e *Engine) public(r *in) *Decision {
 	d := &Decision{Allow: true, Status: http.StatusOK, Reason: "public_route"}
 	e.stripSessionCookie(d, r)
 	return d
@@ -283,9 +306,9 @@ func (e *Engine) provider(ctx context.Context, tenant string) (Provider, error) 
 
 // allow forwards the request with the access token and without the session
 // cookie.
-func (e *Engine) allow(r *Request, s *session.Session) *Decision {
+func (e *Engine) allow(r *in, s *session.Session) *Decision {
 	d := &Decision{
-		Allow: true, Status: http.StatusOK, Reason: "session", TenantVerified: true,
+		Allow: true, Status: http.StatusOK, Reason: "session",
 		Upstream: []Header{{"authorization", "Bearer " + s.Record.GetAccessToken()}},
 	}
 	e.stripSessionCookie(d, r)
@@ -294,8 +317,8 @@ func (e *Engine) allow(r *Request, s *session.Session) *Decision {
 
 // stripSessionCookie keeps the session cookie from the upstream: the
 // cookie header is rewritten without it, or removed when nothing is left.
-func (e *Engine) stripSessionCookie(d *Decision, r *Request) {
-	cookies := r.Headers["cookie"]
+func (e *Engine) stripSessionCookie(d *Decision, r *in) {
+	cookies := r.headers["cookie"]
 	if cookies == "" {
 		return
 	}
@@ -308,28 +331,28 @@ func (e *Engine) stripSessionCookie(d *Decision, r *Request) {
 
 // unauthenticated answers a request without a usable session: a browser
 // navigation goes to the login, anything else gets 401.
-func (e *Engine) unauthenticated(ctx context.Context, r *Request, tenant, reason string) *Decision {
+func (e *Engine) unauthenticated(ctx context.Context, r *in, reason string) *Decision {
 	if !isNavigation(r) {
 		return deny(http.StatusUnauthorized, reason, "Unauthorized: no valid session. Log in again.\n")
 	}
 	if e.providers == nil {
 		return deny(http.StatusUnauthorized, reason, "Unauthorized: no valid session, and no identity provider is configured to log in with.\n")
 	}
-	return e.startLogin(ctx, r, tenant)
+	return e.startLogin(ctx, r)
 }
 
 // isNavigation says whether a browser is navigating to a page (as opposed
 // to a script's request): approuter's rule (GET or HEAD, not
 // X-Requested-With: XMLHttpRequest), plus the browser's own Sec-Fetch-Mode,
 // which fetch() calls set and X-Requested-With-less SPAs rely on.
-func isNavigation(r *Request) bool {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+func isNavigation(r *in) bool {
+	if r.method != http.MethodGet && r.method != http.MethodHead {
 		return false
 	}
-	if strings.EqualFold(r.Headers["x-requested-with"], "XMLHttpRequest") {
+	if strings.EqualFold(r.headers["x-requested-with"], "XMLHttpRequest") {
 		return false
 	}
-	if m := r.Headers["sec-fetch-mode"]; m != "" && m != "navigate" {
+	if m := r.headers["sec-fetch-mode"]; m != "" && m != "navigate" {
 		return false
 	}
 	return true

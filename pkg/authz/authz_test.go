@@ -17,6 +17,7 @@ import (
 	"github.com/extauthz/extauthz/pkg/idp"
 	"github.com/extauthz/extauthz/pkg/policy"
 	"github.com/extauthz/extauthz/pkg/session"
+	"github.com/extauthz/extauthz/pkg/tenant"
 	"github.com/extauthz/extauthz/proto/sessionpb"
 )
 
@@ -25,6 +26,7 @@ import (
 type fakeIDP struct {
 	mu          sync.Mutex
 	refreshes   atomic.Int32
+	exchanges   atomic.Int32
 	exchangeErr error
 	refreshErr  error
 	authErr     error
@@ -46,6 +48,7 @@ func (f *fakeIDP) AuthCodeURL(_ context.Context, state, nonce, verifier, redirec
 }
 
 func (f *fakeIDP) Exchange(_ context.Context, code, verifier, redirectURI, nonce string) (*idp.Tokens, error) {
+	f.exchanges.Add(1)
 	if f.exchangeErr != nil {
 		return nil, f.exchangeErr
 	}
@@ -75,14 +78,29 @@ func (f *fakeIDP) LogoutURL(_ context.Context, idTokenHint, post string) (string
 // countingStore counts store calls and can fail them.
 type countingStore struct {
 	session.Store
-	calls atomic.Int32
-	fail  atomic.Bool
+	calls  atomic.Int32
+	gets   atomic.Int32
+	writes atomic.Int32
+	fail   atomic.Bool
+}
+
+func (c *countingStore) Set(ctx context.Context, k string, v []byte, ttl time.Duration) error {
+	c.calls.Add(1)
+	c.writes.Add(1)
+	return c.Store.Set(ctx, k, v, ttl)
+}
+
+func (c *countingStore) SetNX(ctx context.Context, k string, v []byte, ttl time.Duration) (bool, error) {
+	c.calls.Add(1)
+	c.writes.Add(1)
+	return c.Store.SetNX(ctx, k, v, ttl)
 }
 
 var errDown = errors.New("connection refused")
 
 func (c *countingStore) Get(ctx context.Context, k string, idle time.Duration) ([]byte, error) {
 	c.calls.Add(1)
+	c.gets.Add(1)
 	if c.fail.Load() {
 		return nil, errDown
 	}
@@ -113,8 +131,17 @@ func newFixture(t testing.TB, opt authz.Options) *fixture {
 	f := &fixture{store: &countingStore{Store: session.NewMemoryStore(nil)}, idp: &fakeIDP{}}
 	f.sessions = session.NewManager(f.store, keys, session.Options{})
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	f.engine = authz.New(f.sessions, authz.StaticProvider{P: f.idp}, nil, opt, log)
+	f.engine = authz.New(f.sessions, authz.StaticProvider{P: f.idp}, testHosts(t), opt, log)
 	return f
+}
+
+// testHosts serves app.example.com and loopback names.
+func testHosts(t testing.TB) *tenant.Resolver {
+	r, err := tenant.New(tenant.Options{AllowedHosts: []string{"app.example.com", "localhost"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
 
 func (f *fixture) newSession(t testing.TB, rec *sessionpb.Session) string {
@@ -188,7 +215,8 @@ func TestNoSession(t *testing.T) {
 		{"fetch()", get("/api", "", "sec-fetch-mode", "cors"), http.StatusUnauthorized},
 		{"POST", &authz.Request{Method: "POST", Host: "app.example.com", Path: "/api", Headers: map[string]string{}}, http.StatusUnauthorized},
 		{"garbage cookie", get("/app", "JSESSIONID=garbage", "x-requested-with", "XMLHttpRequest"), http.StatusUnauthorized},
-		{"hostile host", &authz.Request{Method: "GET", Host: "evil.com/x@", Path: "/", Headers: map[string]string{}}, http.StatusBadRequest},
+		{"hostile host", &authz.Request{Method: "GET", Host: "evil.com/x@", Path: "/", Headers: map[string]string{}}, http.StatusNotFound},
+		{"foreign host", &authz.Request{Method: "GET", Host: "attacker.example", Path: "/", Headers: map[string]string{}}, http.StatusNotFound},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -301,8 +329,8 @@ func TestCallbackFailures(t *testing.T) {
 	if d := cb(url.Values{"state": {state}, "error": {"access_denied"}}, cookie); d.Status != http.StatusForbidden || !strings.Contains(d.Body, "access_denied") {
 		t.Fatalf("error=access_denied: %d %q", d.Status, d.Body)
 	}
-	if d := cb(url.Values{"state": {state}, "code": {"c"}}, cookie); d.Status != http.StatusBadRequest {
-		t.Fatalf("state already ended by the IdP error: %d", d.Status)
+	if d := cb(url.Values{"state": {state}, "code": {"c"}}, ""); d.Status != http.StatusBadRequest {
+		t.Fatalf("state cookie cleared by the IdP error: %d", d.Status)
 	}
 	state, _ = start()
 	if d := cb(url.Values{"state": {state}, "code": {"c"}}, ""); d.Status != http.StatusBadRequest || !strings.Contains(d.Body, "not started in this browser") {
@@ -337,12 +365,22 @@ func TestCallbackFailures(t *testing.T) {
 func TestReturnPathStaysOnHost(t *testing.T) {
 	f := newFixture(t, authz.Options{})
 	for path, want := range map[string]string{
-		"/a/b?c=d": "/a/b?c=d", "//evil.example/x": "/", "/\\evil.example": "/", "https://evil.example/": "/", "*": "/",
+		"/a/b?c=d": "/a/b?c=d", "//evil.example/x": "/evil.example/x", "/./a/../b?x": "/b?x",
+		"/" + strings.Repeat("a", 3000): "/",
+		"/\\evil.example":               "", "https://evil.example/": "", "*": "", "/%2F%2Fevil.example": "",
 	} {
 		d := f.engine.Check(context.Background(), get(path, ""))
+		if want == "" {
+			if d.Status != http.StatusBadRequest || header(d, "location") != "" {
+				t.Errorf("request target %q: %d to %q, want 400", path, d.Status, header(d, "location"))
+			}
+			continue
+		}
 		loc, _ := url.Parse(header(d, "location"))
 		state := loc.Query().Get("state")
-		ls, err := f.sessions.TakeLogin(context.Background(), state)
+		c, _, _ := strings.Cut(headers(d, "set-cookie")[0], ";")
+		_, value, _ := strings.Cut(c, "=")
+		ls, err := f.sessions.OpenLogin(state, value, "", "app.example.com")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -450,7 +488,7 @@ func TestRefreshFailures(t *testing.T) {
 }
 
 func TestCookieAttributes(t *testing.T) {
-	f := newFixture(t, authz.Options{SecureCookie: "auto", SameSite: "None", Partitioned: true})
+	f := newFixture(t, authz.Options{SecureCookie: "auto", TrustForwardedProto: true, SameSite: "None", Partitioned: true})
 	d := f.engine.Check(context.Background(), &authz.Request{Method: "GET", Scheme: "http", Host: "localhost:8080", Path: "/",
 		Headers: map[string]string{"x-forwarded-proto": "https"}})
 	sc := headers(d, "set-cookie")[0]
@@ -463,28 +501,34 @@ func TestCookieAttributes(t *testing.T) {
 	if got := loc.Query().Get("redirect_uri"); got != "https://localhost:8080/login/callback" {
 		t.Errorf("redirect_uri %q", got)
 	}
-	f = newFixture(t, authz.Options{})
-	d = f.engine.Check(context.Background(), &authz.Request{Method: "GET", Scheme: "http", Host: "localhost:8080", Path: "/", Headers: map[string]string{}})
+	// auto believes x-forwarded-proto only from a trusted proxy.
+	f = newFixture(t, authz.Options{SecureCookie: "auto"})
+	d = f.engine.Check(context.Background(), &authz.Request{Method: "GET", Scheme: "http", Host: "localhost:8080", Path: "/",
+		Headers: map[string]string{"x-forwarded-proto": "https"}})
 	if sc := headers(d, "set-cookie")[0]; strings.Contains(sc, "Secure") {
-		t.Errorf("plain http (auto): cookie %q must not be Secure", sc)
+		t.Errorf("plain http (auto, untrusted x-forwarded-proto): cookie %q must not be Secure", sc)
 	}
-}
-
-type hostTenants struct{}
-
-// Resolve: "<tenant>.app.example.com" -> tenant.
-func (hostTenants) Resolve(host, _ string) (string, error) {
-	t, ok := strings.CutSuffix(host, ".app.example.com")
-	if !ok || t == "" {
-		return "", errors.New("no tenant")
+	d = f.engine.Check(context.Background(), &authz.Request{Method: "GET", Scheme: "https", Host: "localhost:8080", Path: "/", Headers: map[string]string{}})
+	if sc := headers(d, "set-cookie")[0]; !strings.Contains(sc, "Secure") {
+		t.Errorf("https (auto): cookie %q must be Secure", sc)
 	}
-	return t, nil
+	// The default is Secure, whatever the scheme.
+	f = newFixture(t, authz.Options{})
+	d = f.engine.Check(context.Background(), &authz.Request{Method: "GET", Scheme: "http", Host: "localhost:8080", Path: "/",
+		Headers: map[string]string{"x-forwarded-proto": "http"}})
+	if sc := headers(d, "set-cookie")[0]; !strings.Contains(sc, "Secure") {
+		t.Errorf("default: cookie %q must be Secure", sc)
+	}
 }
 
 func TestTenants(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, authz.Options{})
-	f.engine = authz.New(f.sessions, authz.StaticProvider{P: f.idp}, hostTenants{}, authz.Options{}, slog.New(slog.DiscardHandler))
+	mt, err := tenant.New(tenant.Options{Pattern: `^(.*)\.app\.example\.com$`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.engine = authz.New(f.sessions, authz.StaticProvider{P: f.idp}, mt, authz.Options{}, slog.New(slog.DiscardHandler))
 	on := func(host, path, cookie string, extra ...string) *authz.Request {
 		r := get(path, cookie, extra...)
 		r.Host = host
@@ -522,8 +566,8 @@ func TestTenants(t *testing.T) {
 	}
 	stateCookie, _, _ := strings.Cut(headers(d, "set-cookie")[0], ";")
 	cb := on("b.app.example.com", "/login/callback?"+url.Values{"code": {"c"}, "state": {state}}.Encode(), stateCookie)
-	if d := f.engine.Check(ctx, cb); d.Status != http.StatusBadRequest || !strings.Contains(d.Body, "another tenant") {
-		t.Fatalf("callback on another tenant's host: %d %q", d.Status, d.Body)
+	if d := f.engine.Check(ctx, cb); d.Status != http.StatusBadRequest || d.Reason != "callback_unknown_state" || f.idp.exchanges.Load() != 0 {
+		t.Fatalf("callback on another tenant's host: %d %q (%d exchanges)", d.Status, d.Body, f.idp.exchanges.Load())
 	}
 }
 

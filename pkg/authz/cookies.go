@@ -44,26 +44,38 @@ func withoutCookie(header, name string) string {
 }
 
 // secure says whether cookies for this request get the Secure attribute.
-func (e *Engine) secure(r *Request) bool {
+func (e *Engine) secure(r *in) bool {
 	switch e.opt.SecureCookie {
-	case "true":
-		return true
 	case "false":
 		return false
+	case "auto":
+		return e.scheme(r) == "https"
 	}
-	return e.scheme(r) == "https"
+	return true
+}
+
+// urlScheme is the scheme of the URLs that point back at the app (the
+// OAuth2 redirect URI, the page after logout): https when cookies are Secure
+// (they only work over https then), else the browser's.
+func (e *Engine) urlScheme(r *in) string {
+	if e.secure(r) {
+		return "https"
+	}
+	return e.scheme(r)
 }
 
 // scheme is the scheme the browser used: x-forwarded-proto (first hop) when
-// present, else what the proxy saw.
-func (e *Engine) scheme(r *Request) string {
-	if p := r.Headers["x-forwarded-proto"]; p != "" {
-		p, _, _ = strings.Cut(p, ",")
-		if p = strings.ToLower(strings.TrimSpace(p)); p == "https" || p == "http" {
-			return p
+// the proxy that sets it is trusted, else what the proxy saw.
+func (e *Engine) scheme(r *in) string {
+	if e.opt.TrustForwardedProto {
+		if p := r.headers["x-forwarded-proto"]; p != "" {
+			p, _, _ = strings.Cut(p, ",")
+			if p = strings.ToLower(strings.TrimSpace(p)); p == "https" || p == "http" {
+				return p
+			}
 		}
 	}
-	if r.Scheme == "https" {
+	if r.scheme == "https" {
 		return "https"
 	}
 	return "http"
@@ -71,7 +83,7 @@ func (e *Engine) scheme(r *Request) string {
 
 // setCookie renders a Set-Cookie header. maxAge < 0 deletes the cookie;
 // 0 makes a browser-session cookie.
-func (e *Engine) setCookie(r *Request, name, value, path string, maxAge int) string {
+func (e *Engine) setCookie(r *in, name, value, path string, maxAge int) string {
 	c := http.Cookie{
 		Name: name, Value: value, Path: path, HttpOnly: true,
 		Secure: e.secure(r),
@@ -91,14 +103,4 @@ func (e *Engine) setCookie(r *Request, name, value, path string, maxAge int) str
 		c.MaxAge = maxAge
 	}
 	return c.String()
-}
-
-// returnPath is where the browser goes back to after the login: the request
-// target if it is a plain path on this host, else "/".
-func returnPath(target string) string {
-	if !strings.HasPrefix(target, "/") || strings.HasPrefix(target, "//") || strings.HasPrefix(target, "/\\") ||
-		strings.ContainsAny(target, "\r\n\t\\") || len(target) > 4096 {
-		return "/"
-	}
-	return target
 }

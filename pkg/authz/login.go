@@ -2,77 +2,93 @@ package authz
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"html"
 	"net/http"
 	"net/url"
-	"time"
+	"strings"
 
 	"golang.org/x/oauth2"
 
 	"github.com/extauthz/extauthz/pkg/idp"
 	"github.com/extauthz/extauthz/pkg/session"
-	tenancy "github.com/extauthz/extauthz/pkg/tenant"
 	"github.com/extauthz/extauthz/proto/sessionpb"
 )
 
-// stateCookieName is the cookie that binds one login to one browser. Each
+// stateCookieName is the cookie that carries one login's sealed state. Each
 // login has its own, so logins in several tabs do not undo each other.
 func (e *Engine) stateCookieName(state string) string {
 	return e.opt.CookieName + "_login_" + state[:10]
 }
 
-// startLogin sends a browser to the identity provider.
-func (e *Engine) startLogin(ctx context.Context, r *Request, tenant string) *Decision {
-	host, ok := tenancy.ValidHost(r.Host)
-	if !ok {
-		return deny(http.StatusBadRequest, "bad_host", "Bad request: invalid Host header.\n")
-	}
-	p, err := e.provider(ctx, tenant)
+// maxReturnTarget bounds the return path kept in the state cookie, so the
+// cookie stays well under the 4 KB browsers keep; a longer target returns
+// to "/".
+const maxReturnTarget = 2048
+
+// startLogin sends a browser to the identity provider. It writes nothing to
+// the store: the login state goes, sealed, into the state cookie.
+func (e *Engine) startLogin(ctx context.Context, r *in) *Decision {
+	p, err := e.provider(ctx, r.tenant)
 	if err != nil {
 		return e.idpUnavailable(ctx, err)
 	}
-	redirectURI := e.scheme(r) + "://" + host + e.opt.CallbackPath
+	redirectURI := e.urlScheme(r) + "://" + r.host + e.opt.CallbackPath
 	verifier := oauth2.GenerateVerifier()
 	nonce := session.RandomString(32)
-	browser := session.RandomString(32)
-	bsum := sha256.Sum256([]byte(browser))
-	state, err := e.sessions.PutLogin(ctx, &sessionpb.LoginState{
-		Tenant: tenant, Nonce: nonce, PkceVerifier: verifier, ReturnPath: returnPath(r.Path),
-		BrowserBinding: bsum[:], RedirectUri: redirectURI,
-	})
+	login, err := e.sessions.SealLogin(&sessionpb.LoginState{
+		Tenant: r.tenant, Nonce: nonce, PkceVerifier: verifier, ReturnPath: returnTarget(r),
+		RedirectUri: redirectURI,
+	}, r.host)
 	if err != nil {
 		return e.storeError(ctx, err)
 	}
-	authURL, err := p.AuthCodeURL(ctx, state, nonce, verifier, redirectURI)
+	authURL, err := p.AuthCodeURL(ctx, login.State, nonce, verifier, redirectURI)
 	if err != nil {
 		return e.idpUnavailable(ctx, err)
 	}
 	return redirect("login_redirect", authURL,
-		e.setCookie(r, e.stateCookieName(state), browser, e.opt.CallbackPath, int(e.opt.LoginTTL/time.Second)))
+		e.setCookie(r, e.stateCookieName(login.State), login.Cookie, e.opt.CallbackPath, int(e.sessions.LoginTTL().Seconds())))
+}
+
+// returnTarget is where the browser goes back to after the login: the
+// canonical path and the query, a path on this host; "/" when too long.
+func returnTarget(r *in) string {
+	t := r.path
+	if r.query != "" {
+		t += "?" + r.query
+	}
+	if len(t) > maxReturnTarget {
+		return "/"
+	}
+	return t
 }
 
 // callback completes a login: the browser comes back from the identity
 // provider with a code and the state.
-func (e *Engine) callback(ctx context.Context, r *Request, tenant, query string) *Decision {
+func (e *Engine) callback(ctx context.Context, r *in) *Decision {
 	if e.providers == nil {
 		return page(http.StatusNotFound, "callback_unconfigured", "Login is not configured", "No identity provider is configured.")
 	}
-	q, err := url.ParseQuery(query)
+	q, err := url.ParseQuery(r.query)
 	if err != nil {
 		return page(http.StatusBadRequest, "callback_invalid", "Login failed", "The login callback's query is malformed.")
 	}
 	state := q.Get("state")
-	var clear []string
-	if len(state) >= 10 {
-		clear = []string{e.setCookie(r, e.stateCookieName(state), "", e.opt.CallbackPath, -1)}
+	if len(state) != session.CookieValueLen {
+		return page(http.StatusBadRequest, "callback_invalid", "Login failed", "The login callback lacks its state.")
+	}
+	// The state cookie is this login's; whatever happens next, the login is
+	// over for this browser.
+	name := e.stateCookieName(state)
+	clear := []string{e.setCookie(r, name, "", e.opt.CallbackPath, -1)}
+	ls, err := e.sessions.OpenLogin(state, cookieValue(r.headers["cookie"], name), r.tenant, r.host)
+	if err != nil {
+		e.log.DebugContext(ctx, "login state refused", "reason", err)
+		return withCookies(page(http.StatusBadRequest, "callback_unknown_state", "Login failed",
+			"This login was not started in this browser, has expired or was already completed. Cookies must be enabled."), clear)
 	}
 	if idpErr := q.Get("error"); idpErr != "" {
-		if state != "" {
-			_, _ = e.sessions.TakeLogin(ctx, state) // this login is over either way
-		}
 		status := http.StatusBadRequest
 		if idpErr == "access_denied" {
 			status = http.StatusForbidden
@@ -84,28 +100,10 @@ func (e *Engine) callback(ctx context.Context, r *Request, tenant, query string)
 		return withCookies(page(status, "callback_idp_error", "Login failed", msg), clear)
 	}
 	code := q.Get("code")
-	if state == "" || code == "" {
-		return withCookies(page(http.StatusBadRequest, "callback_invalid", "Login failed", "The login callback lacks its code or state."), clear)
+	if code == "" {
+		return withCookies(page(http.StatusBadRequest, "callback_invalid", "Login failed", "The login callback lacks its code."), clear)
 	}
-	ls, err := e.sessions.TakeLogin(ctx, state)
-	if errors.Is(err, session.ErrNoSession) {
-		return withCookies(page(http.StatusBadRequest, "callback_unknown_state", "Login failed",
-			"This login is unknown, has expired or was already completed."), clear)
-	}
-	if err != nil {
-		return e.storeError(ctx, err)
-	}
-	browser := cookieValue(r.Headers["cookie"], e.stateCookieName(state))
-	bsum := sha256.Sum256([]byte(browser))
-	if browser == "" || subtle.ConstantTimeCompare(bsum[:], ls.GetBrowserBinding()) != 1 {
-		return withCookies(page(http.StatusBadRequest, "callback_foreign_browser", "Login failed",
-			"This login was not started in this browser (its login cookie is missing or wrong). Cookies must be enabled."), clear)
-	}
-	if ls.GetTenant() != tenant {
-		return withCookies(page(http.StatusBadRequest, "callback_other_tenant", "Login failed",
-			"This login was started on another tenant's host."), clear)
-	}
-	p, err := e.provider(ctx, tenant)
+	p, err := e.provider(ctx, r.tenant)
 	if err != nil {
 		return withCookies(e.idpUnavailable(ctx, err), clear)
 	}
@@ -117,14 +115,22 @@ func (e *Engine) callback(ctx context.Context, r *Request, tenant, query string)
 	if err != nil {
 		return withCookies(e.idpUnavailable(ctx, err), clear)
 	}
+	// One session per login, however often the callback is replayed. Marked
+	// only now, after a successful exchange: nobody without a login at the
+	// identity provider makes extauthz write anything.
+	switch err := e.sessions.UseLogin(ctx, state, ls); {
+	case errors.Is(err, session.ErrLoginUsed):
+		return withCookies(page(http.StatusBadRequest, "callback_unknown_state", "Login failed",
+			"This login was already completed."), clear)
+	case err != nil:
+		return e.storeError(ctx, err)
+	}
 	rec := &sessionpb.Session{
-		Tenant: tenant, Issuer: tok.Issuer, Subject: tok.Subject, Sid: tok.SID,
+		Tenant: r.tenant, Issuer: tok.Issuer, Subject: tok.Subject, Sid: tok.SID,
 		AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, IdToken: tok.IDToken,
 		Scopes: tok.Scopes, CsrfToken: session.RandomString(32),
 	}
-	if !tok.Expiry.IsZero() {
-		rec.AccessTokenExpiry = tok.Expiry.Unix()
-	}
+	setTokenTimes(rec, tok, e.opt.Now().Unix())
 	_, cookie, err := e.sessions.Create(ctx, rec)
 	if err != nil {
 		return e.storeError(ctx, err)
@@ -136,16 +142,35 @@ func (e *Engine) callback(ctx context.Context, r *Request, tenant, query string)
 	return d
 }
 
+// setTokenTimes records when the access token was obtained and when it
+// expires (0: the identity provider said nothing).
+func setTokenTimes(rec *sessionpb.Session, tok *idp.Tokens, now int64) {
+	rec.AccessTokenObtainedAt = now
+	rec.AccessTokenExpiry = 0
+	if !tok.Expiry.IsZero() {
+		rec.AccessTokenExpiry = tok.Expiry.Unix()
+	}
+}
+
 // logout deletes the session, clears the cookie and sends the browser to the
-// identity provider's logout.
-func (e *Engine) logout(ctx context.Context, r *Request, tenant string) *Decision {
-	host, ok := tenancy.ValidHost(r.Host)
-	if !ok {
-		return deny(http.StatusBadRequest, "bad_host", "Bad request: invalid Host header.\n")
+// identity provider's logout. Only the app's own pages may log a user out:
+// a request another site made (Sec-Fetch-Site cross-site or same-site, a
+// sibling tenant included) gets a page asking to confirm, and changes
+// nothing.
+func (e *Engine) logout(ctx context.Context, r *in) *Decision {
+	if e.opt.LogoutMethod == http.MethodPost && r.method != http.MethodPost {
+		d := deny(http.StatusMethodNotAllowed, "logout_method", "Method not allowed: log out with POST.\n")
+		d.Response = append(d.Response, Header{"allow", "POST"})
+		return d
+	}
+	if site := strings.ToLower(r.headers["sec-fetch-site"]); site == "cross-site" || site == "same-site" {
+		return pageWith(http.StatusForbidden, "logout_cross_site", "Log out?",
+			"Another site asked to log you out of this one. Use the button to log out, or go back.",
+			`<form method="post" action="`+html.EscapeString(e.opt.LogoutPath)+`"><button>Log out</button></form>`+"\n<p><a href=\"/\">Back to the app</a></p>")
 	}
 	var idTokenHint string
-	if c := cookieValue(r.Headers["cookie"], e.opt.CookieName); c != "" {
-		s, err := e.sessions.Load(ctx, c, tenant)
+	if c := cookieValue(r.headers["cookie"], e.opt.CookieName); c != "" {
+		s, err := e.sessions.Load(ctx, c, r.tenant)
 		switch {
 		case err == nil:
 			idTokenHint = s.Record.GetIdToken()
@@ -160,10 +185,10 @@ func (e *Engine) logout(ctx context.Context, r *Request, tenant string) *Decisio
 	}
 	post := e.opt.PostLogoutRedirect
 	if post[0] == '/' {
-		post = e.scheme(r) + "://" + host + post
+		post = e.urlScheme(r) + "://" + r.host + post
 	}
 	target := post
-	if p, err := e.provider(ctx, tenant); err != nil {
+	if p, err := e.provider(ctx, r.tenant); err != nil {
 		e.log.WarnContext(ctx, "identity provider unavailable at logout; the local session is deleted", "error", err)
 	} else if p != nil {
 		u, err := p.LogoutURL(ctx, idTokenHint, post)
@@ -184,13 +209,18 @@ func (e *Engine) idpUnavailable(ctx context.Context, err error) *Decision {
 	return d
 }
 
-// page is a small HTML answer for a browser.
+// page is a small HTML answer for a browser, with a way back to the app.
 func page(status int, reason, title, msg string) *Decision {
+	return pageWith(status, reason, title, msg, `<p><a href="/">Start again</a></p>`)
+}
+
+// pageWith is page with the given HTML (trusted) after the message.
+func pageWith(status int, reason, title, msg, actions string) *Decision {
 	return &Decision{
 		Status: status, Reason: reason,
 		Response: []Header{{"content-type", "text/html; charset=utf-8"}, {"cache-control", "no-store"}},
 		Body: "<!doctype html>\n<title>" + html.EscapeString(title) + "</title>\n<h1>" + html.EscapeString(title) +
-			"</h1>\n<p>" + html.EscapeString(msg) + "</p>\n<p><a href=\"/\">Start again</a></p>\n",
+			"</h1>\n<p>" + html.EscapeString(msg) + "</p>\n" + actions + "\n",
 	}
 }
 

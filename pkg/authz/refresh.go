@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/extauthz/extauthz/pkg/idp"
 	"github.com/extauthz/extauthz/pkg/session"
 )
@@ -14,14 +16,14 @@ import (
 // RefreshAhead. One request per session refreshes, under the session's lock
 // in the store, whatever the number of replicas; the others keep using the
 // still-valid token, or wait for the refresh when the token has expired.
-func (e *Engine) refreshIfDue(ctx context.Context, r *Request, s *session.Session) (*session.Session, *Decision) {
+func (e *Engine) refreshIfDue(ctx context.Context, r *in, s *session.Session) (*session.Session, *Decision) {
 	exp := s.Record.GetAccessTokenExpiry()
 	if exp == 0 {
 		return s, nil
 	}
 	now := e.opt.Now()
 	expiry := time.Unix(exp, 0)
-	if now.Before(expiry.Add(-e.opt.RefreshAhead)) {
+	if now.Before(expiry.Add(-e.refreshAhead(s))) {
 		return s, nil // the path of almost every request
 	}
 	valid := now.Before(expiry)
@@ -30,7 +32,7 @@ func (e *Engine) refreshIfDue(ctx context.Context, r *Request, s *session.Sessio
 		if valid {
 			return s, nil
 		}
-		return nil, e.unauthenticated(ctx, r, tenant, "token_expired")
+		return nil, e.unauthenticated(ctx, r, "token_expired")
 	}
 	release, locked, err := e.sessions.TryLock(ctx, s, e.opt.RefreshLockTTL)
 	if err != nil {
@@ -51,7 +53,7 @@ func (e *Engine) refreshIfDue(ctx context.Context, r *Request, s *session.Sessio
 	cur, err := e.sessions.Reload(ctx, s)
 	switch {
 	case errors.Is(err, session.ErrNoSession):
-		return nil, e.unauthenticated(ctx, r, tenant, "invalid_session") // logged out meanwhile
+		return nil, e.unauthenticated(ctx, r, "invalid_session") // logged out meanwhile
 	case err != nil && valid:
 		return s, nil
 	case err != nil:
@@ -78,16 +80,13 @@ func (e *Engine) refreshIfDue(ctx context.Context, r *Request, s *session.Sessio
 			if err := e.sessions.Delete(ctx, s); err != nil {
 				return nil, e.storeError(ctx, err)
 			}
-			return nil, e.unauthenticated(ctx, r, tenant, "refresh_rejected")
+			return nil, e.unauthenticated(ctx, r, "refresh_rejected")
 		}
 		return nil, e.idpUnavailable(ctx, err)
 	}
 	rec := s.Record
 	rec.AccessToken = tok.AccessToken
-	rec.AccessTokenExpiry = 0
-	if !tok.Expiry.IsZero() {
-		rec.AccessTokenExpiry = tok.Expiry.Unix()
-	}
+	setTokenTimes(rec, tok, e.opt.Now().Unix())
 	if tok.RefreshToken != "" {
 		rec.RefreshToken = tok.RefreshToken
 	}
@@ -97,7 +96,10 @@ func (e *Engine) refreshIfDue(ctx context.Context, r *Request, s *session.Sessio
 	if len(tok.Scopes) > 0 {
 		rec.Scopes = tok.Scopes
 	}
-	if err := e.sessions.Save(ctx, s); err != nil {
+	switch err := e.sessions.Save(ctx, s); {
+	case errors.Is(err, session.ErrNoSession):
+		return nil, e.unauthenticated(ctx, r, "invalid_session") // logged out during the refresh: it stays so
+	case err != nil:
 		e.log.WarnContext(ctx, "refreshed tokens could not be saved", "error", err)
 		return nil, e.storeError(ctx, err)
 	}
@@ -105,27 +107,64 @@ func (e *Engine) refreshIfDue(ctx context.Context, r *Request, s *session.Sessio
 	return s, nil
 }
 
+// refreshAhead is how long before its expiry a session's access token is
+// refreshed: RefreshAhead, but never more than half the token's lifetime,
+// so that a token shorter-lived than JWT_REFRESH (Keycloak's five minutes
+// against approuter's default of five) is refreshed once per rotation, not
+// on every request.
+func (e *Engine) refreshAhead(s *session.Session) time.Duration {
+	ahead := e.opt.RefreshAhead
+	if got := s.Record.GetAccessTokenObtainedAt(); got > 0 {
+		if half := time.Duration(s.Record.GetAccessTokenExpiry()-got) * time.Second / 2; half < ahead {
+			ahead = max(half, 0)
+		}
+	}
+	return ahead
+}
+
 // waitForRefresh waits, a bounded time, for another request to store a new
-// token for a session whose token has expired.
-func (e *Engine) waitForRefresh(ctx context.Context, r *Request, s *session.Session) (*session.Session, *Decision) {
+// token for a session whose token has expired. The requests of one process
+// that wait for the same session share one wait (one Redis poll every 50 ms
+// per session, however many requests wait).
+func (e *Engine) waitForRefresh(ctx context.Context, r *in, s *session.Session) (*session.Session, *Decision) {
+	ch := e.waits.DoChan(s.Key(), func() (any, error) {
+		return e.pollRefresh(context.WithoutCancel(ctx), s)
+	})
+	var res singleflight.Result
+	select {
+	case <-ctx.Done():
+		return nil, e.refreshBusy()
+	case res = <-ch:
+	}
+	switch {
+	case errors.Is(res.Err, session.ErrNoSession):
+		return nil, e.unauthenticated(ctx, r, "refresh_rejected")
+	case errors.Is(res.Err, errRefreshWait):
+		return nil, e.refreshBusy()
+	case res.Err != nil:
+		return nil, e.storeError(ctx, res.Err)
+	}
+	return res.Val.(*session.Session), nil
+}
+
+var errRefreshWait = errors.New("no new token within the wait")
+
+// pollRefresh reads the session every 50 ms until its access token changes,
+// for at most RefreshWait.
+func (e *Engine) pollRefresh(ctx context.Context, s *session.Session) (*session.Session, error) {
 	deadline := time.NewTimer(e.opt.RefreshWait)
 	defer deadline.Stop()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		select {
-		case <-ctx.Done():
-			return nil, e.refreshBusy()
 		case <-deadline.C:
-			return nil, e.refreshBusy()
+			return nil, errRefreshWait
 		case <-tick.C:
 		}
 		cur, err := e.sessions.Reload(ctx, s)
-		if errors.Is(err, session.ErrNoSession) {
-			return nil, e.unauthenticated(ctx, r, s.Record.GetTenant(), "refresh_rejected")
-		}
 		if err != nil {
-			return nil, e.storeError(ctx, err)
+			return nil, err
 		}
 		if cur.Record.GetAccessToken() != s.Record.GetAccessToken() {
 			return cur, nil

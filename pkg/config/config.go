@@ -31,6 +31,7 @@ type Config struct {
 	GRPCAddr        string
 	HTTPAddr        string
 	HTTPPathPrefix  string
+	NginxAddr       string // "" = no nginx auth_request listener
 	AdminAddr       string
 	LogLevel        slog.Level
 	LogFormat       string // json or text
@@ -41,7 +42,7 @@ type Config struct {
 	SessionTimeout     time.Duration // idle
 	SessionMaxLifetime time.Duration // absolute
 	SessionSecrets     []Secret      // first seals, all open
-	SecureCookie       string        // auto (from the request's scheme), true, false
+	SecureCookie       string        // true, false, auto (from the request's scheme)
 	SameSite           string        // Lax, Strict, None
 	Partitioned        bool
 	KeyPrefix          string
@@ -55,6 +56,10 @@ type Config struct {
 	XSUAA              *binding.XSUAA // from the xsuaa binding
 	TenantHostPattern  string
 	TrustForwardedHost bool
+	// AllowedHosts are the hosts served in single-tenant mode (none:
+	// loopback names only); TrustForwardedProto believes x-forwarded-proto.
+	AllowedHosts        []string
+	TrustForwardedProto bool
 	// XSApp is the xs-app.json to enforce ("" = none); RequireAuthForUnknownRoutes is approuter's flag.
 	XSApp                       string
 	RequireAuthForUnknownRoutes bool
@@ -118,7 +123,7 @@ type setting struct {
 var settings = []setting{
 	{"grpc-addr", "EXTAUTHZ_GRPC_ADDR", ":9001", "listen address of the Envoy ext_authz gRPC service", false,
 		func(c *Config, v string) error { return addr(&c.GRPCAddr, v) }},
-	{"http-addr", "EXTAUTHZ_HTTP_ADDR", ":9002", "listen address of the HTTP ext_authz protocol (Envoy http_service, Istio envoyExtAuthzHttp, nginx auth_request)", false,
+	{"http-addr", "EXTAUTHZ_HTTP_ADDR", ":9002", "listen address of the HTTP ext_authz protocol (Envoy http_service, Istio envoyExtAuthzHttp)", false,
 		func(c *Config, v string) error { return addr(&c.HTTPAddr, v) }},
 	{"http-path-prefix", "EXTAUTHZ_HTTP_PATH_PREFIX", "", "path prefix the proxy puts before the checked path (Envoy http_service path_prefix, Istio pathPrefix), cut before deciding", false,
 		func(c *Config, v string) error {
@@ -127,6 +132,14 @@ var settings = []setting{
 			}
 			c.HTTPPathPrefix = ""
 			return nil
+		}},
+	{"nginx-addr", "EXTAUTHZ_NGINX_ADDR", "", "listen address of nginx's auth_request protocol (deploy/nginx); only nginx may reach it, as it trusts the X-Extauthz-Subrequest and X-Original-Method headers nginx sets. Unset: off", false,
+		func(c *Config, v string) error {
+			if v == "" {
+				c.NginxAddr = ""
+				return nil
+			}
+			return addr(&c.NginxAddr, v)
 		}},
 	{"admin-addr", "EXTAUTHZ_ADMIN_ADDR", ":9003", "listen address of /healthz, /readyz and /metrics", false,
 		func(c *Config, v string) error { return addr(&c.AdminAddr, v) }},
@@ -148,7 +161,7 @@ var settings = []setting{
 		func(c *Config, v string) error { return duration(&c.SessionMaxLifetime, v, false) }},
 	{"session-secrets", "EXTAUTHZ_SESSION_SECRETS", "", "session secrets, comma-separated, at least 64 characters each; the first signs and seals, all are accepted (rotation). Overrides EXT_SESSION_MGT.sessionSecret; the _FILE form takes one per line", true,
 		func(c *Config, v string) error { return secrets(&c.SessionSecrets, v) }},
-	{"secure-session-cookie", "SECURE_SESSION_COOKIE", "auto", "Secure cookie attribute: true, false, or auto (from the request scheme / x-forwarded-proto) (approuter)", false,
+	{"secure-session-cookie", "SECURE_SESSION_COOKIE", "true", "Secure cookie attribute: true, false (plain-http development only), or auto (Secure when the browser came over https: the proxy's scheme, or x-forwarded-proto with --trust-forwarded-proto) (approuter)", false,
 		func(c *Config, v string) error {
 			return oneOf(&c.SecureCookie, strings.ToLower(v), "auto", "true", "false")
 		}},
@@ -172,14 +185,28 @@ var settings = []setting{
 
 	{"tenant-host-pattern", "TENANT_HOST_PATTERN", "", "regular expression on the request host whose first capture group is the tenant (approuter); unset: one tenant", false,
 		func(c *Config, v string) error {
-			if _, err := tenant.New(v, false); err != nil {
+			if _, err := tenant.New(tenant.Options{Pattern: v}); err != nil {
 				return err
 			}
 			c.TenantHostPattern = v
 			return nil
 		}},
-	{"trust-forwarded-host", "EXTAUTHZ_TRUST_FORWARDED_HOST", "false", "take the tenant from x-forwarded-host (only behind a proxy that sets it)", false,
+	{"allowed-hosts", "EXTAUTHZ_ALLOWED_HOSTS", "", "single-tenant: the host names served, comma-separated (*.example.com for every subdomain); other hosts get 404 and no login. Default: Cloud Foundry's VCAP_APPLICATION application_uris, else loopback names only (localhost, *.localhost, 127.0.0.1, ::1). With TENANT_HOST_PATTERN the pattern decides", false,
+		func(c *Config, v string) error {
+			c.AllowedHosts = nil
+			for _, h := range strings.FieldsFunc(v, isListSep) {
+				name, err := tenant.AllowedHost(h)
+				if err != nil {
+					return err
+				}
+				c.AllowedHosts = append(c.AllowedHosts, name)
+			}
+			return nil
+		}},
+	{"trust-forwarded-host", "EXTAUTHZ_TRUST_FORWARDED_HOST", "false", "the request's host is x-forwarded-host (only behind a proxy that sets it and drops the client's)", false,
 		func(c *Config, v string) error { return boolean(&c.TrustForwardedHost, v) }},
+	{"trust-forwarded-proto", "EXTAUTHZ_TRUST_FORWARDED_PROTO", "false", "the browser's scheme is x-forwarded-proto, for URLs and SECURE_SESSION_COOKIE=auto (only behind a proxy that sets it and drops the client's)", false,
+		func(c *Config, v string) error { return boolean(&c.TrustForwardedProto, v) }},
 	{"xs-app", "EXTAUTHZ_XS_APP", "", "approuter's xs-app.json: routes, authenticationType, scopes, CSRF, login and logout (default: ./xs-app.json when present)", false,
 		func(c *Config, v string) error {
 			if v == "" {
@@ -650,6 +677,7 @@ type extSessionMgt struct {
 
 func (c *Config) loadApprouterEnv(getenv Getenv) Problems {
 	probs := append(c.identityBinding(getenv), c.xsuaaBinding(getenv)...)
+	probs = append(probs, c.vcapApplication(getenv)...)
 	raw, ok := lookup(getenv, "EXT_SESSION_MGT")
 	if !ok {
 		return probs
@@ -659,6 +687,36 @@ func (c *Config) loadApprouterEnv(getenv Getenv) Problems {
 		c.Redis = nil // reported already; don't add "no Redis" on top
 	}
 	return append(probs, mgt...)
+}
+
+// vcapApplication takes the hosts served from Cloud Foundry's
+// VCAP_APPLICATION: application_uris are the app's routes ("host" or
+// "host/path"), as approuter knows them.
+func (c *Config) vcapApplication(getenv Getenv) Problems {
+	raw, ok := lookup(getenv, "VCAP_APPLICATION")
+	if !ok {
+		return nil
+	}
+	var app struct {
+		URIs []string `json:"application_uris"`
+	}
+	if err := json.Unmarshal([]byte(raw), &app); err != nil {
+		return Problems{fmt.Sprintf("VCAP_APPLICATION: not a JSON object with application_uris: %v", err)}
+	}
+	var hosts []string
+	for _, u := range app.URIs {
+		host, _, _ := strings.Cut(u, "/")
+		name, err := tenant.AllowedHost(host)
+		if err != nil {
+			return Problems{fmt.Sprintf("VCAP_APPLICATION.application_uris: %v", err)}
+		}
+		hosts = append(hosts, name)
+	}
+	if len(hosts) > 0 {
+		c.AllowedHosts = hosts
+		c.origin["allowed-hosts"] = "VCAP_APPLICATION.application_uris"
+	}
+	return nil
 }
 
 // bindings reads the service bindings: VCAP_SERVICES on Cloud Foundry, else
@@ -848,6 +906,9 @@ func (c *Config) Validate() Problems {
 		probs = append(probs, c.origin[name]+": "+fmt.Sprintf(format, args...))
 	}
 	for i, s := range c.SessionSecrets {
+		if examplePlaceholder(string(s)) {
+			bad("session-secrets", "secret %d is a placeholder from extauthz's own examples, which anyone can read: generate one (openssl rand -hex 32)", i+1)
+		}
 		if len(s) < 64 {
 			if len(c.SessionSecrets) == 1 {
 				bad("session-secrets", "must be at least 64 characters")
@@ -867,6 +928,9 @@ func (c *Config) Validate() Problems {
 	}
 	if c.Redis != nil && c.Redis.Cluster && c.Redis.MasterName != "" {
 		probs = append(probs, c.Redis.Source+": Cluster and Sentinel cannot be combined")
+	}
+	if len(c.AllowedHosts) > 0 && c.TenantHostPattern != "" && c.origin["allowed-hosts"] != "VCAP_APPLICATION.application_uris" {
+		bad("allowed-hosts", "set together with TENANT_HOST_PATTERN, which decides the hosts in multitenant mode")
 	}
 	if c.SameSite == "None" && c.SecureCookie == "false" {
 		bad("cookies", "SameSite=None needs Secure cookies, but SECURE_SESSION_COOKIE is false")
@@ -908,4 +972,12 @@ func (c *Config) Validate() Problems {
 		}
 	}
 	return probs
+}
+
+// examplePlaceholder says whether a secret is one that extauthz's own
+// examples and documentation show: published, so never secret.
+func examplePlaceholder(s string) bool {
+	l := strings.ToLower(s)
+	return strings.Contains(l, "change-me") || strings.Contains(l, "changeme") || strings.Contains(l, "quickstart-only-secret") ||
+		strings.Contains(l, "64-random-characters") || strings.Contains(l, "<64+")
 }

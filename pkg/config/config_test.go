@@ -37,7 +37,7 @@ func TestDefaults(t *testing.T) {
 	}
 	if c.GRPCAddr != ":9001" || c.AdminAddr != ":9003" || c.CookieName != "JSESSIONID" ||
 		c.SessionTimeout != 15*time.Minute || c.JWTRefresh != 5*time.Minute || c.Redis != nil ||
-		c.SameSite != "Lax" || c.SecureCookie != "auto" || c.CallbackPath != "/login/callback" ||
+		c.SameSite != "Lax" || c.SecureCookie != "true" || c.CallbackPath != "/login/callback" ||
 		c.LogoutPath != "/logout" || c.StoreTimeout != 250*time.Millisecond {
 		t.Fatalf("defaults: %+v", c)
 	}
@@ -158,6 +158,22 @@ func TestRedisURL(t *testing.T) {
 	}
 }
 
+func TestAllowedHostsSources(t *testing.T) {
+	vcapApp := `{"application_uris":["my-app.cfapps.eu10.hana.ondemand.com","My-App.example.com/api"],"name":"my-app"}`
+	c, err := Load(nil, env("VCAP_APPLICATION", vcapApp), &bytes.Buffer{})
+	if err != nil || strings.Join(c.AllowedHosts, ",") != "my-app.cfapps.eu10.hana.ondemand.com,my-app.example.com" || c.Origin("allowed-hosts") != "VCAP_APPLICATION.application_uris" {
+		t.Fatalf("from VCAP_APPLICATION: %v %v", c, err)
+	}
+	c, err = Load(nil, env("VCAP_APPLICATION", vcapApp, "EXTAUTHZ_ALLOWED_HOSTS", "a.example.com *.b.example.com"), &bytes.Buffer{})
+	if err != nil || strings.Join(c.AllowedHosts, ",") != "a.example.com,*.b.example.com" {
+		t.Fatalf("EXTAUTHZ_ALLOWED_HOSTS over VCAP_APPLICATION: %v %v", c, err)
+	}
+	// Multitenant on Cloud Foundry: the pattern decides; the routes are not an error.
+	if _, err := Load(nil, env("VCAP_APPLICATION", vcapApp, "TENANT_HOST_PATTERN", `^(.*)\.example\.com$`), &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestInvalid(t *testing.T) {
 	dir := t.TempDir()
 	badYAML := filepath.Join(dir, "bad.yaml")
@@ -225,6 +241,14 @@ func TestInvalid(t *testing.T) {
 			[]string{"TENANT_HOST_PATTERN: not a regular expression: error parsing regexp: missing closing ): `^(.*\\.app$`"}},
 		{"issuer template without pattern", nil, env("EXTAUTHZ_OIDC_ISSUER", "https://{tenant}.idp.example", "EXTAUTHZ_OIDC_CLIENT_ID", "c"),
 			[]string{"EXTAUTHZ_OIDC_ISSUER: has {tenant} but TENANT_HOST_PATTERN is not set"}},
+		{"example secret", nil, env("EXTAUTHZ_SESSION_SECRETS", "CHANGE-ME-to-64-random-characters-CHANGE-ME-to-64-random-characters"),
+			[]string{"EXTAUTHZ_SESSION_SECRETS: secret 1 is a placeholder from extauthz's own examples, which anyone can read: generate one (openssl rand -hex 32)"}},
+		{"allowed host with port", nil, env("EXTAUTHZ_ALLOWED_HOSTS", "app.example.com:443"),
+			[]string{`EXTAUTHZ_ALLOWED_HOSTS: "app.example.com:443" is not a host name (a DNS name, an IP address or *.<domain>, without port or path)`}},
+		{"allowed hosts with a pattern", nil, env("EXTAUTHZ_ALLOWED_HOSTS", "app.example.com", "TENANT_HOST_PATTERN", `^(.*)\.app\.example\.com$`),
+			[]string{"EXTAUTHZ_ALLOWED_HOSTS: set together with TENANT_HOST_PATTERN, which decides the hosts in multitenant mode"}},
+		{"VCAP_APPLICATION malformed", nil, env("VCAP_APPLICATION", `{"application_uris":"x"}`),
+			[]string{"VCAP_APPLICATION: not a JSON object with application_uris: json: cannot unmarshal string into Go struct field .application_uris of type []string"}},
 		{"xsuaa binding incomplete", nil, env("VCAP_SERVICES", `{"xsuaa":[{"name":"uaa","tags":["xsuaa"],"credentials":{"clientid":"c","url":"https://p.a","uaadomain":"a"}}]}`),
 			[]string{`VCAP_SERVICES xsuaa binding "uaa": credentials.clientsecret: missing`}},
 	}
@@ -279,5 +303,19 @@ func TestREADMEDocumentsEverySetting(t *testing.T) {
 		if !strings.Contains(string(readme), "| `--"+s.name+"` | `"+s.env+"`") {
 			t.Errorf("README.md's setting table lacks --%s / %s", s.name, s.env)
 		}
+	}
+}
+
+// TestNginxAddr: the nginx listener is off unless asked for.
+func TestNginxAddr(t *testing.T) {
+	c, err := Load(nil, env(), &bytes.Buffer{})
+	if err != nil || c.NginxAddr != "" {
+		t.Fatalf("default nginx-addr: %q %v, want off", c.NginxAddr, err)
+	}
+	if c, err = Load(nil, env("EXTAUTHZ_NGINX_ADDR", "127.0.0.1:9004"), &bytes.Buffer{}); err != nil || c.NginxAddr != "127.0.0.1:9004" {
+		t.Fatalf("EXTAUTHZ_NGINX_ADDR: %+v %v", c, err)
+	}
+	if _, err = Load([]string{"--nginx-addr", "9004"}, env(), &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), `--nginx-addr: "9004" is not host:port`) {
+		t.Fatalf("bad --nginx-addr: %v", err)
 	}
 }

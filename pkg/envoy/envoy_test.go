@@ -19,6 +19,7 @@ import (
 	"github.com/extauthz/extauthz/pkg/authz"
 	"github.com/extauthz/extauthz/pkg/envoy"
 	"github.com/extauthz/extauthz/pkg/session"
+	"github.com/extauthz/extauthz/pkg/tenant"
 	"github.com/extauthz/extauthz/proto/sessionpb"
 )
 
@@ -32,6 +33,15 @@ func (downStore) Get(context.Context, string, time.Duration) ([]byte, error) {
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
+// testHosts serves app.example.com and loopback names.
+func testHosts() *tenant.Resolver {
+	r, err := tenant.New(tenant.Options{AllowedHosts: []string{"app.example.com"}})
+	if err != nil {
+		panic(err)
+	}
+	return r
+}
+
 func newService(t *testing.T, store session.Store) (*envoy.Service, *session.Manager) {
 	keys, err := session.NewKeys([]byte(strings.Repeat("k", 64)))
 	if err != nil {
@@ -39,7 +49,7 @@ func newService(t *testing.T, store session.Store) (*envoy.Service, *session.Man
 	}
 	m := session.NewManager(store, keys, session.Options{})
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	return envoy.NewService(authz.New(m, nil, nil, authz.Options{}, log), nil, log), m
+	return envoy.NewService(authz.New(m, nil, testHosts(), authz.Options{}, log), nil, log), m
 }
 
 func checkRequest(method, path string, headers map[string]string) *authv3.CheckRequest {

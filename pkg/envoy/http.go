@@ -10,7 +10,8 @@ import (
 )
 
 // HTTPHandler serves Envoy's HTTP ext_authz protocol (http_service; Istio's
-// envoyExtAuthzHttp, the kind Kyma's Istio offers) and nginx's auth_request.
+// envoyExtAuthzHttp, the kind Kyma's Istio offers), or, built with
+// NewNginxHandler, nginx's auth_request on a listener of its own.
 //
 // Every request is a check of the request it describes: method, Host, path
 // and headers. Allowed: 200, with the headers for the upstream request
@@ -19,58 +20,136 @@ import (
 // the decision's status, headers and body, which the proxy returns to the
 // browser.
 //
-// nginx: auth_request sends a GET subrequest and understands only 2xx, 401
-// and 403. The nginx configuration marks its subrequest with
-// "X-Extauthz-Subrequest: nginx" and passes the original method in
-// X-Original-Method; such a subrequest gets 401 for every denial but 403, and
-// nginx's error_page 401 then proxies the original request to this listener
-// directly, which answers it in full (the redirect to the login, 503, ...).
+// The Envoy protocol reads no header of its own: X-Extauthz-Subrequest and
+// X-Original-Method are headers like any other there, so a client cannot
+// change the method the engine decides on.
 type HTTPHandler struct {
 	engine     Engine
 	obs        Observer
 	log        *slog.Logger
 	pathPrefix string
+	nginx      bool
 }
 
-// NewHTTPHandler returns the handler. pathPrefix (Envoy's path_prefix) is
-// cut from request paths; obs may be nil.
+// NewHTTPHandler returns the handler of Envoy's HTTP protocol. pathPrefix
+// (Envoy's path_prefix) is cut from request paths; obs may be nil.
 func NewHTTPHandler(engine Engine, obs Observer, log *slog.Logger, pathPrefix string) *HTTPHandler {
 	return &HTTPHandler{engine: engine, obs: obs, log: log, pathPrefix: strings.TrimSuffix(pathPrefix, "/")}
 }
 
-const subrequestHeader = "X-Extauthz-Subrequest"
+// NewNginxHandler returns the handler of nginx's auth_request protocol. It
+// belongs on a listener that only nginx reaches (--nginx-addr), because it
+// trusts two headers that nginx's configuration sets on every request it
+// sends, overriding what the client sent:
+//
+//   - "X-Extauthz-Subrequest: nginx" marks auth_request's subrequest, a GET
+//     that stands for the original request: X-Original-Method carries the
+//     original method. nginx understands only 2xx, 401 and 403 there, so
+//     every denial but 403 becomes 401; nginx's error_page 401 then proxies
+//     the original request to this listener unmarked.
+//   - An unmarked request (that error_page fallback, the login callback,
+//     logout) gets the full answer — the redirect to the login, 401, 503 —
+//     which nginx returns to the browser as it is. So it never carries the
+//     headers meant for the upstream (see retryAllowed).
+func NewNginxHandler(engine Engine, obs Observer, log *slog.Logger) *HTTPHandler {
+	return &HTTPHandler{engine: engine, obs: obs, log: log, nginx: true}
+}
+
+const (
+	subrequestHeader     = "X-Extauthz-Subrequest"
+	originalMethodHeader = "X-Original-Method"
+)
 
 func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
+	if h.nginx {
+		h.serveNginx(w, hr)
+		return
+	}
 	start := time.Now()
 	r := h.request(hr)
-	nginx := hr.Header.Get(subrequestHeader) == "nginx"
-	if nginx {
-		if m := hr.Header.Get("X-Original-Method"); m != "" {
-			r.Method = m
-		}
-	}
 	d := h.engine.Check(hr.Context(), r)
 	observe(hr.Context(), h.obs, h.log, "http", r, d, start)
-	out := w.Header()
 	if d.Allow {
-		for _, hd := range d.Upstream {
-			out.Set(hd.Name, hd.Value)
-		}
-		if len(d.Remove) > 0 {
-			out.Set("x-envoy-auth-headers-to-remove", strings.Join(d.Remove, ","))
-		}
-		for _, hd := range d.Response {
-			out.Add(hd.Name, hd.Value)
-		}
-		w.WriteHeader(http.StatusOK)
+		writeAllowed(w, d)
 		return
 	}
-	if nginx && d.Status != http.StatusForbidden {
+	writeDenied(w, d)
+}
+
+func (h *HTTPHandler) serveNginx(w http.ResponseWriter, hr *http.Request) {
+	start := time.Now()
+	r := h.request(hr)
+	sub := hr.Header.Get(subrequestHeader) == "nginx"
+	if sub {
+		m := hr.Header.Get(originalMethodHeader)
+		if m == "" {
+			// Not nginx as deploy/nginx configures it: refuse rather than
+			// decide on the subrequest's own GET. nginx answers 500.
+			h.log.Error("nginx subrequest without " + originalMethodHeader + ": set it in the nginx configuration (proxy_set_header " + originalMethodHeader + " $request_method)")
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		r.Method = m
+	}
+	d := h.engine.Check(hr.Context(), r)
+	observe(hr.Context(), h.obs, h.log, "nginx", r, d, start)
+	switch {
+	case sub && d.Allow:
+		// auth_request keeps the subrequest's answer from the browser; the
+		// configuration copies authorization and cookie to the upstream.
+		writeAllowed(w, d)
+	case sub && d.Status != http.StatusForbidden:
 		// nginx turns anything but 401/403 into 500; its error_page 401
-		// asks again without the subrequest marker and gets the full answer.
+		// asks again without the marker and gets the full answer.
 		w.WriteHeader(http.StatusUnauthorized)
-		return
+	case d.Allow:
+		retryAllowed(w, hr, d)
+	default:
+		writeDenied(w, d)
 	}
+}
+
+// retryAllowed answers an unmarked request that the engine allows. nginx
+// returns this answer to the browser, so the allow's upstream headers
+// (authorization with the access token, cookie, x-envoy-auth-headers-to-remove)
+// must not be in it, and a 200 would show the browser an empty page instead
+// of the app. This happens when the state changed between the subrequest's
+// denial and the fallback (a login in another tab finished, the store came
+// back, a refresh completed): a 307 to the same target makes the browser send
+// the request again — same method and body — through auth_request, which
+// now lets it through. Only the headers meant for the browser (set-cookie,
+// x-csrf-token) go along.
+func retryAllowed(w http.ResponseWriter, hr *http.Request, d *authz.Decision) {
+	out := w.Header()
+	for _, hd := range d.Response {
+		out.Add(hd.Name, hd.Value)
+	}
+	// A relative reference that cannot name another host: "//evil.example/"
+	// or "/\evil.example/" would, as Location, send the browser away.
+	out.Set("Location", "/"+strings.TrimLeft(hr.URL.RequestURI(), "/\\"))
+	out.Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusTemporaryRedirect)
+}
+
+// writeAllowed writes an allow as the HTTP protocol's 200: the upstream's
+// headers, the headers to remove, and the browser's headers.
+func writeAllowed(w http.ResponseWriter, d *authz.Decision) {
+	out := w.Header()
+	for _, hd := range d.Upstream {
+		out.Set(hd.Name, hd.Value)
+	}
+	if len(d.Remove) > 0 {
+		out.Set("x-envoy-auth-headers-to-remove", strings.Join(d.Remove, ","))
+	}
+	for _, hd := range d.Response {
+		out.Add(hd.Name, hd.Value)
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// writeDenied writes a denial as the browser is to see it.
+func writeDenied(w http.ResponseWriter, d *authz.Decision) {
+	out := w.Header()
 	for _, hd := range d.Response {
 		out.Add(hd.Name, hd.Value)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/extauthz/extauthz/pkg/authz"
 	"github.com/extauthz/extauthz/pkg/envoy"
+	"github.com/extauthz/extauthz/pkg/policy"
 	"github.com/extauthz/extauthz/pkg/session"
 	"github.com/extauthz/extauthz/proto/sessionpb"
 )
@@ -92,7 +93,7 @@ func TestSameDecisionOverGRPCAndHTTP(t *testing.T) {
 	down, _ := newService(t, downStore{mem})
 	handler := func(store session.Store) http.Handler {
 		keys, _ := session.NewKeys([]byte(strings.Repeat("k", 64)))
-		eng := authz.New(session.NewManager(store, keys, session.Options{}), nil, nil, authz.Options{}, discard())
+		eng := authz.New(session.NewManager(store, keys, session.Options{}), nil, testHosts(), authz.Options{}, discard())
 		return envoy.NewHTTPHandler(eng, nil, discard(), "/authz")
 	}
 	up, dn := handler(mem), handler(downStore{mem})
@@ -137,13 +138,92 @@ func TestSameDecisionOverGRPCAndHTTP(t *testing.T) {
 	}
 }
 
+// recorder is an engine that remembers the request it was asked about and
+// answers with d.
+type recorder struct {
+	d   authz.Decision
+	got *authz.Request
+}
+
+func (e *recorder) Check(_ context.Context, r *authz.Request) *authz.Decision {
+	e.got = r
+	d := e.d
+	return &d
+}
+
+var allowWithToken = authz.Decision{
+	Allow: true, Status: 200,
+	Upstream: []authz.Header{{Name: "authorization", Value: "Bearer tok"}, {Name: "cookie", Value: "a=1"}},
+	Remove:   []string{"cookie"},
+	Response: []authz.Header{{Name: "set-cookie", Value: "JSESSIONID=x; Path=/"}},
+}
+
+// upstreamOnly are the response headers of an allow meant for the upstream
+// request, never for the browser.
+var upstreamOnly = []string{"Authorization", "Cookie", "X-Envoy-Auth-Headers-To-Remove"}
+
+// csrfEngine has a session ("tok") and xs-app.json's default CSRF
+// protection on every route.
+func csrfEngine(t *testing.T) (envoy.Engine, string) {
+	t.Helper()
+	pol, err := policy.Parse([]byte(`{"routes":[{"source":"^/","authenticationType":"xsuaa"}]}`), "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, _ := session.NewKeys([]byte(strings.Repeat("k", 64)))
+	m := session.NewManager(session.NewMemoryStore(nil), keys, session.Options{})
+	_, cookie, err := m.Create(context.Background(), &sessionpb.Session{AccessToken: "tok", AccessTokenExpiry: time.Now().Add(time.Hour).Unix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return authz.New(m, nil, testHosts(), authz.Options{Policy: pol}, discard()), cookie
+}
+
+// TestHTTPIgnoresNginxMarker: on Envoy's HTTP protocol the nginx headers are
+// just headers; a client sending them changes nothing.
+func TestHTTPIgnoresNginxMarker(t *testing.T) {
+	rec := &recorder{d: authz.Decision{Status: 403}}
+	h := envoy.NewHTTPHandler(rec, nil, discard(), "")
+	for _, marker := range []string{"nginx", "NGINX", "1"} {
+		req := httptest.NewRequest("POST", "http://app.example.com/api/orders", nil)
+		req.Header.Set("X-Extauthz-Subrequest", marker)
+		req.Header.Set("X-Original-Method", "GET")
+		h.ServeHTTP(httptest.NewRecorder(), req)
+		if rec.got.Method != "POST" {
+			t.Fatalf("marker %q: the engine decided on %s, want the request's POST", marker, rec.got.Method)
+		}
+	}
+	// A denial other than 403 keeps its status (no nginx 401 mapping).
+	rec.d = authz.Decision{Status: 503, Body: "down"}
+	req := httptest.NewRequest("GET", "http://app.example.com/", nil)
+	req.Header.Set("X-Extauthz-Subrequest", "nginx")
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	if w.Code != 503 || w.Body.String() != "down" {
+		t.Fatalf("marked request on the Envoy protocol: %d %q, want the decision's 503", w.Code, w.Body)
+	}
+
+	// With the real engine: a CSRF-protected POST stays refused.
+	eng, cookie := csrfEngine(t)
+	h = envoy.NewHTTPHandler(eng, nil, discard(), "")
+	req = httptest.NewRequest("POST", "http://app.example.com/api/orders", nil)
+	req.Header.Set("Cookie", "JSESSIONID="+cookie)
+	req.Header.Set("X-Extauthz-Subrequest", "nginx")
+	req.Header.Set("X-Original-Method", "GET")
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	if w.Code != 403 || w.Header().Get("Authorization") != "" {
+		t.Fatalf("POST without CSRF token but with the nginx marker: %d %v, want 403 without a token", w.Code, w.Header())
+	}
+}
+
 func TestNginxSubrequest(t *testing.T) {
 	mem := session.NewMemoryStore(nil)
 	keys, _ := session.NewKeys([]byte(strings.Repeat("k", 64)))
 	m := session.NewManager(mem, keys, session.Options{})
 	_, cookie, _ := m.Create(context.Background(), &sessionpb.Session{AccessToken: "tok"})
-	h := envoy.NewHTTPHandler(authz.New(m, nil, nil, authz.Options{}, discard()), nil, discard(), "")
-	down := envoy.NewHTTPHandler(authz.New(session.NewManager(downStore{mem}, keys, session.Options{}), nil, nil, authz.Options{}, discard()), nil, discard(), "")
+	h := envoy.NewNginxHandler(authz.New(m, nil, testHosts(), authz.Options{}, discard()), nil, discard())
+	down := envoy.NewNginxHandler(authz.New(session.NewManager(downStore{mem}, keys, session.Options{}), nil, testHosts(), authz.Options{}, discard()), nil, discard())
 	do := func(h http.Handler, method string, headers map[string]string) *http.Response {
 		req := httptest.NewRequest("GET", "http://app.example.com/x", nil)
 		req.Header.Set("X-Extauthz-Subrequest", "nginx")
@@ -163,5 +243,62 @@ func TestNginxSubrequest(t *testing.T) {
 	}
 	if r := do(h, "POST", nil); r.StatusCode != 401 {
 		t.Fatalf("POST without session: %d", r.StatusCode)
+	}
+	// The subrequest decides on the original method: a CSRF-protected POST
+	// is refused (403, which nginx returns as it is).
+	eng, cookie2 := csrfEngine(t)
+	if r := do(envoy.NewNginxHandler(eng, nil, discard()), "POST", map[string]string{"Cookie": "JSESSIONID=" + cookie2}); r.StatusCode != 403 {
+		t.Fatalf("subrequest for a POST without CSRF token: %d, want 403", r.StatusCode)
+	}
+	// A marked subrequest without the original method is a broken nginx
+	// configuration: refused, not decided as the subrequest's GET.
+	rec := &recorder{d: allowWithToken}
+	req := httptest.NewRequest("GET", "http://app.example.com/x", nil)
+	req.Header.Set("X-Extauthz-Subrequest", "nginx")
+	w := httptest.NewRecorder()
+	envoy.NewNginxHandler(rec, nil, discard()).ServeHTTP(w, req)
+	if w.Code != 500 || rec.got != nil || w.Header().Get("Authorization") != "" {
+		t.Fatalf("subrequest without X-Original-Method: %d %v", w.Code, w.Header())
+	}
+}
+
+// TestNginxUnmarked: on the nginx listener, a request without the marker
+// (error_page's fallback, the callback, logout) is answered for the
+// browser: its own method, the decision in full, and never the headers
+// meant for the upstream, even when the engine allows.
+func TestNginxUnmarked(t *testing.T) {
+	rec := &recorder{d: allowWithToken}
+	h := envoy.NewNginxHandler(rec, nil, discard())
+	for _, tt := range []struct{ target, location string }{
+		{"/orders?id=1", "/orders?id=1"},
+		{"//evil.example/x", "/evil.example/x"},
+		{"/%2F/evil.example", "/%2F/evil.example"},
+	} {
+		for _, method := range []string{"GET", "POST", "DELETE"} {
+			req := httptest.NewRequest(method, "http://app.example.com"+tt.target, nil)
+			req.Header.Set("X-Original-Method", "GET")           // a client's, ignored
+			req.Header.Set("X-Extauthz-Subrequest", "nginx-ish") // not the marker
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, req)
+			if rec.got.Method != method {
+				t.Fatalf("%s %s: the engine decided on %s", method, tt.target, rec.got.Method)
+			}
+			for _, k := range upstreamOnly {
+				if v := w.Header().Get(k); v != "" {
+					t.Fatalf("%s %s: the browser would get %s: %s", method, tt.target, k, v)
+				}
+			}
+			if w.Code != http.StatusTemporaryRedirect || w.Header().Get("Location") != tt.location ||
+				w.Header().Get("Set-Cookie") != "JSESSIONID=x; Path=/" || w.Body.Len() != 0 {
+				t.Fatalf("%s %s allowed: %d %v %q, want 307 to %s with the browser's headers only", method, tt.target, w.Code, w.Header(), w.Body, tt.location)
+			}
+		}
+	}
+	// Denials are the full answer, as on Envoy's protocol.
+	rec.d = authz.Decision{Status: 302, Response: []authz.Header{{Name: "location", Value: "https://idp.example/auth"}}}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest("GET", "http://app.example.com/", nil))
+	if w.Code != 302 || w.Header().Get("Location") != "https://idp.example/auth" {
+		t.Fatalf("denied fallback: %d %v", w.Code, w.Header())
 	}
 }

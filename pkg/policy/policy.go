@@ -41,7 +41,7 @@ type Route struct {
 	Methods []string // empty: every method
 	// AuthType: xsuaa, ias or none.
 	AuthType string
-	// Scopes by method ("" = default); empty: no scope needed.
+	// Scopes by method ("" = default); nil: no scope needed.
 	Scopes map[string][]string
 	CSRF   bool
 }
@@ -49,12 +49,19 @@ type Route struct {
 // Public says whether the route needs no login.
 func (r *Route) Public() bool { return r.AuthType == "none" }
 
-// ScopesFor is the scopes a method needs on this route (any one passes).
-func (r *Route) ScopesFor(method string) []string {
-	if s, ok := r.Scopes[method]; ok {
-		return s
+// ScopesFor is the scopes a method needs on this route, any one of which
+// passes. restricted is false when the route names no scope (every logged-in
+// user passes). A scope object that lists neither the method nor "default"
+// gives an empty list, which no user passes: approuter's
+// scope[method] || scope.default || [].
+func (r *Route) ScopesFor(method string) (scopes []string, restricted bool) {
+	if r.Scopes == nil {
+		return nil, false
 	}
-	return r.Scopes[""]
+	if s, ok := r.Scopes[method]; ok {
+		return s, true
+	}
+	return r.Scopes[""], true
 }
 
 // NeedsCSRF says whether a request with this method must carry the

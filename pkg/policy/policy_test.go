@@ -19,6 +19,23 @@ func load(t *testing.T) *Policy {
 	return p
 }
 
+// A scope object without "default" refuses the methods it does not list
+// (approuter: scope[method] || scope.default || []).
+func TestScopeObjectWithoutDefaultFailsClosed(t *testing.T) {
+	p, err := Parse([]byte(`{"routes":[{"source":"^/","scope":{"GET":"Viewer"}},{"source":"^/x","scope":"X"}]}`), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []string{"HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "get", "PROPFIND"} {
+		if s, restricted := p.Match("/a", m).ScopesFor(m); !restricted || len(s) != 0 {
+			t.Errorf("%s: scopes %v restricted %v, want an empty list that no user passes", m, s, restricted)
+		}
+	}
+	if s, restricted := p.Match("/a", "GET").ScopesFor("GET"); !restricted || len(s) != 1 || s[0] != "Viewer" {
+		t.Errorf("GET: %v %v", s, restricted)
+	}
+}
+
 func TestSample(t *testing.T) {
 	p := load(t)
 	if p.CallbackEndpoint != "/custom/login/callback" || p.LogoutEndpoint != "/do/logout" || p.LogoutPage != "/logout-page.html" ||
@@ -44,6 +61,7 @@ func TestSample(t *testing.T) {
 		{"DELETE", "/api/admin/users/1", want{2, false, "myapp!t7.Admin", true}},
 		{"GET", "/api/orders?top=1", want{3, false, "myapp!t7.Display myapp!t7.Edit", false}},
 		{"POST", "/api/orders", want{3, false, "myapp!t7.Edit", true}},
+		{"PATCH", "/api/orders", want{3, false, "myapp!t7.Edit", true}}, // default
 		{"POST", "/api/webhook", want{4, false, "", false}},
 		{"GET", "/api/webhook", want{7, false, "", false}}, // httpMethods: only POST takes route 4
 		{"PUT", "/ias/thing", want{5, false, "", true}},
@@ -55,7 +73,12 @@ func TestSample(t *testing.T) {
 			t.Errorf("%s %s: no route", tc.method, tc.path)
 			continue
 		}
-		got := want{r.Index, r.Public(), strings.Join(r.ScopesFor(tc.method), " "), r.NeedsCSRF(tc.method)}
+		scopes, restricted := r.ScopesFor(tc.method)
+		s := strings.Join(scopes, " ")
+		if restricted && s == "" {
+			s = "[] (no scope passes)"
+		}
+		got := want{r.Index, r.Public(), s, r.NeedsCSRF(tc.method)}
 		if got != tc.want {
 			t.Errorf("%s %s: %+v, want %+v", tc.method, tc.path, got, tc.want)
 		}
@@ -109,7 +132,7 @@ func FuzzParse(f *testing.F) {
 			return
 		}
 		if r := p.Match(path, method); r != nil {
-			_ = r.ScopesFor(method)
+			_, _ = r.ScopesFor(method)
 			_ = r.NeedsCSRF(method)
 		}
 	})

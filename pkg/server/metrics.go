@@ -87,7 +87,7 @@ func decision(allow bool) string {
 // InstrumentStore counts the operations and errors of a store.
 func (m *Metrics) InstrumentStore(s session.Store) session.Store {
 	is := &instrumentedStore{s: s}
-	for i, op := range []string{"get", "set", "setnx", "take", "delete", "deleteif", "ping"} {
+	for i, op := range []string{"get", "set", "setnx", "replace", "delete", "deleteif", "ping"} {
 		is.ops[i] = m.storeOps.WithLabelValues(op)
 		is.errs[i] = m.storeErrs.WithLabelValues(op)
 	}
@@ -98,7 +98,7 @@ const (
 	opGet = iota
 	opSet
 	opSetNX
-	opTake
+	opReplace
 	opDelete
 	opDeleteIf
 	opPing
@@ -136,10 +136,10 @@ func (is *instrumentedStore) SetNX(ctx context.Context, key string, value []byte
 	return ok, err
 }
 
-func (is *instrumentedStore) Take(ctx context.Context, key string) ([]byte, error) {
-	v, err := is.s.Take(ctx, key)
-	is.count(opTake, err)
-	return v, err
+func (is *instrumentedStore) Replace(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
+	ok, err := is.s.Replace(ctx, key, value, ttl)
+	is.count(opReplace, err)
+	return ok, err
 }
 
 func (is *instrumentedStore) Delete(ctx context.Context, key string) error {

@@ -26,11 +26,15 @@ import (
 // Options configure Run.
 type Options struct {
 	GRPC  net.Listener // Envoy's ext_authz gRPC
-	HTTP  net.Listener // Envoy's ext_authz HTTP protocol, nginx auth_request
+	HTTP  net.Listener // Envoy's ext_authz HTTP protocol
 	Admin net.Listener // /healthz, /readyz, /metrics
+	// Nginx, when not nil, is nginx's auth_request listener, served by
+	// NginxHandler like the HTTP listener.
+	Nginx net.Listener
 
 	// HTTPHandler serves the HTTP listener.
-	HTTPHandler http.Handler
+	HTTPHandler  http.Handler
+	NginxHandler http.Handler
 
 	// Register registers the gRPC services (Envoy's Authorization);
 	// GRPCOptions are the extra server options they need.
@@ -94,6 +98,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 	admin := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	checks := &http.Server{Handler: o.HTTPHandler, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 5 * time.Minute}
+	// nginx's listener: the same limits as the HTTP listener's.
+	nginx := &http.Server{Handler: o.NginxHandler, ReadHeaderTimeout: checks.ReadHeaderTimeout, ReadTimeout: checks.ReadTimeout,
+		WriteTimeout: checks.WriteTimeout, IdleTimeout: checks.IdleTimeout, MaxHeaderBytes: checks.MaxHeaderBytes}
 
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -116,6 +123,14 @@ func Run(ctx context.Context, o Options) error {
 		}
 		return nil
 	})
+	if o.Nginx != nil {
+		g.Go(func() error {
+			if err := nginx.Serve(o.Nginx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("nginx listener %s: %w", o.Nginx.Addr(), err)
+			}
+			return nil
+		})
+	}
 	g.Go(func() error { followReadiness(gctx, hs, o.Ready, o.ReadyInterval); return nil })
 	g.Go(func() error {
 		<-gctx.Done()
@@ -127,6 +142,8 @@ func Run(ctx context.Context, o Options) error {
 		go func() { gs.GracefulStop(); close(drained) }()
 		httpDrained := make(chan struct{})
 		go func() { _ = checks.Shutdown(deadline); close(httpDrained) }()
+		nginxDrained := make(chan struct{})
+		go func() { _ = nginx.Shutdown(deadline); close(nginxDrained) }()
 		select {
 		case <-drained:
 		case <-deadline.Done():
@@ -135,12 +152,18 @@ func Run(ctx context.Context, o Options) error {
 		}
 		<-httpDrained
 		_ = checks.Close()
+		<-nginxDrained
+		_ = nginx.Close()
 		sctx, cancelAdmin := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 		defer cancelAdmin()
 		_ = admin.Shutdown(sctx)
 		return nil
 	})
-	o.Log.Info("serving", "grpc", o.GRPC.Addr().String(), "http", o.HTTP.Addr().String(), "admin", o.Admin.Addr().String())
+	listening := []any{"grpc", o.GRPC.Addr().String(), "http", o.HTTP.Addr().String(), "admin", o.Admin.Addr().String()}
+	if o.Nginx != nil {
+		listening = append(listening, "nginx", o.Nginx.Addr().String())
+	}
+	o.Log.Info("serving", listening...)
 	return g.Wait()
 }
 

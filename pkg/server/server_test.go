@@ -112,3 +112,36 @@ func TestListenerErrorIsReturned(t *testing.T) {
 		t.Fatalf("Run = %v, want the listener's error", err)
 	}
 }
+
+// TestNginxListener: nginx's listener serves its own handler, apart from the
+// Envoy HTTP listener, and drains with the rest.
+func TestNginxListener(t *testing.T) {
+	h, n := listen(t), listen(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{
+			GRPC: listen(t), HTTP: h, HTTPHandler: http.NotFoundHandler(), Admin: listen(t),
+			Nginx: n, NginxHandler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusTeapot) }),
+			Register: func(r grpc.ServiceRegistrar) { authv3.RegisterAuthorizationServer(r, &slowAuth{}) }, Ready: func(context.Context) error { return nil },
+			Metrics: NewMetrics(), ShutdownTimeout: time.Second, Log: slog.New(slog.NewTextHandler(t.Output(), nil)),
+		})
+	}()
+	for l, want := range map[net.Listener]int{n: http.StatusTeapot, h: http.StatusNotFound} {
+		resp, err := http.Get("http://" + l.Addr().String() + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Fatalf("%s: %d, want %d", l.Addr(), resp.StatusCode, want)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	if _, err := net.DialTimeout("tcp", n.Addr().String(), time.Second); err == nil {
+		t.Fatal("nginx listener still accepting after shutdown")
+	}
+}

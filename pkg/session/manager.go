@@ -35,7 +35,8 @@ type Options struct {
 	IdleTimeout time.Duration
 	// MaxLifetime: a session older than this is gone however much it is used.
 	MaxLifetime time.Duration
-	// LoginTTL: how long a login may take from redirect to callback (180 s).
+	// LoginTTL: how long a login may take from redirect to callback
+	// (default DefaultLoginTTL).
 	LoginTTL time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
@@ -60,7 +61,7 @@ func NewManager(store Store, keys *Keys, opt Options) *Manager {
 		opt.MaxLifetime = 12 * time.Hour
 	}
 	if opt.LoginTTL <= 0 {
-		opt.LoginTTL = 180 * time.Second
+		opt.LoginTTL = DefaultLoginTTL
 	}
 	if opt.Now == nil {
 		opt.Now = time.Now
@@ -82,7 +83,7 @@ func (s *Session) Key() string { return s.key }
 // hash tag so that the lock of a session lives on the same slot.
 func (m *Manager) sessionKey(t *Token) string { return m.opt.Prefix + ":s:{" + t.hashHex() + "}" }
 func (m *Manager) lockKey(t *Token) string    { return m.opt.Prefix + ":r:{" + t.hashHex() + "}" }
-func (m *Manager) loginKey(t *Token) string   { return m.opt.Prefix + ":l:{" + t.hashHex() + "}" }
+func (m *Manager) usedKey(t *Token) string    { return m.opt.Prefix + ":l:{" + t.hashHex() + "}" }
 
 // Load finds the session of a cookie value for a request of tenant ("" in
 // single-tenant mode) and extends its idle expiry in the same store round
@@ -151,39 +152,55 @@ func (m *Manager) Create(ctx context.Context, rec *sessionpb.Session) (*Session,
 	t := NewToken()
 	rec.CreatedAt = m.opt.Now().Unix()
 	s := &Session{token: t, key: m.sessionKey(&t), Record: rec}
-	if err := m.Save(ctx, s); err != nil {
+	stored, ttl, err := m.seal(s)
+	if err != nil {
 		return nil, "", err
+	}
+	if err := m.store.Set(ctx, s.key, stored, ttl); err != nil {
+		return nil, "", fmt.Errorf("session store: %w", err)
 	}
 	return s, m.keys.EncodeCookie(t), nil
 }
 
-// Save seals and writes the session's record. Its time to live is the idle
-// timeout, cut to what is left of the absolute lifetime.
+// Save writes the changed record of an existing session, only if it still
+// exists: a session deleted meanwhile (a logout during a refresh) stays
+// deleted, and Save returns an error wrapping ErrNoSession.
 func (m *Manager) Save(ctx context.Context, s *Session) error {
-	ttl := m.opt.IdleTimeout
+	stored, ttl, err := m.seal(s)
+	if err != nil {
+		return err
+	}
+	ok, err := m.store.Replace(ctx, s.key, stored, ttl)
+	if err != nil {
+		return fmt.Errorf("session store: %w", err)
+	}
+	if !ok {
+		return fmt.Errorf("%w: deleted meanwhile", ErrNoSession)
+	}
+	return nil
+}
+
+// seal seals the session's record for the store. Its time to live is the
+// idle timeout, cut to what is left of the absolute lifetime.
+func (m *Manager) seal(s *Session) (stored []byte, ttl time.Duration, err error) {
+	ttl = m.opt.IdleTimeout
 	if left := time.Unix(s.Record.GetCreatedAt(), 0).Add(m.opt.MaxLifetime).Sub(m.opt.Now()); left < ttl {
 		ttl = left
 	}
 	if ttl <= 0 {
-		return fmt.Errorf("%w: %w", ErrNoSession, ErrExpired)
+		return nil, 0, fmt.Errorf("%w: %w", ErrNoSession, ErrExpired)
 	}
 	plain, err := proto.Marshal(s.Record)
 	if err != nil {
-		return fmt.Errorf("session record: %w", err)
+		return nil, 0, fmt.Errorf("session record: %w", err)
 	}
 	tenant := s.Record.GetTenant()
 	if len(tenant) > 255 {
-		return errors.New("session record: tenant name longer than 255 bytes")
+		return nil, 0, errors.New("session record: tenant name longer than 255 bytes")
 	}
 	header := append(make([]byte, 0, 1+len(tenant)+len(plain)+64), byte(len(tenant)))
-	stored, err := m.keys.Seal(append(header, tenant...), &s.token, associatedData(s.key, tenant), plain)
-	if err != nil {
-		return err
-	}
-	if err := m.store.Set(ctx, s.key, stored, ttl); err != nil {
-		return fmt.Errorf("session store: %w", err)
-	}
-	return nil
+	stored, err = m.keys.Seal(append(header, tenant...), &s.token, associatedData(s.key, tenant), plain)
+	return stored, ttl, err
 }
 
 // Delete removes the session from the store.
@@ -205,53 +222,6 @@ func (m *Manager) TryLock(ctx context.Context, s *Session, ttl time.Duration) (r
 		return nil, false, err
 	}
 	return func(ctx context.Context) { _, _ = m.store.DeleteIf(ctx, key, owner[:]) }, true, nil
-}
-
-// PutLogin stores a login in progress and returns its state value, which is
-// signed like a session cookie so that forged states never reach the store.
-func (m *Manager) PutLogin(ctx context.Context, ls *sessionpb.LoginState) (string, error) {
-	t := NewToken()
-	key := m.loginKey(&t)
-	ls.CreatedAt = m.opt.Now().Unix()
-	plain, err := proto.Marshal(ls)
-	if err != nil {
-		return "", fmt.Errorf("login state: %w", err)
-	}
-	sealed, err := m.keys.Seal(nil, &t, []byte(key), plain)
-	if err != nil {
-		return "", err
-	}
-	if err := m.store.Set(ctx, key, sealed, m.opt.LoginTTL); err != nil {
-		return "", fmt.Errorf("session store: %w", err)
-	}
-	return m.keys.EncodeCookie(t), nil
-}
-
-// TakeLogin returns the login state of a state value and deletes it, so that
-// a state works once. Unknown, forged, replayed or expired states wrap
-// ErrNoSession; any other error is a store failure.
-func (m *Manager) TakeLogin(ctx context.Context, state string) (*sessionpb.LoginState, error) {
-	t, err := m.keys.DecodeCookie(state)
-	if err != nil {
-		return nil, fmt.Errorf("%w: invalid state", ErrNoSession)
-	}
-	key := m.loginKey(&t)
-	sealed, err := m.store.Take(ctx, key)
-	if errors.Is(err, ErrNotFound) {
-		return nil, fmt.Errorf("%w: unknown or used state", ErrNoSession)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("session store: %w", err)
-	}
-	plain, err := m.keys.Open(&t, []byte(key), sealed)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrNoSession, err)
-	}
-	ls := &sessionpb.LoginState{}
-	if err := proto.Unmarshal(plain, ls); err != nil {
-		return nil, fmt.Errorf("%w: login state: %w", ErrNoSession, err)
-	}
-	return ls, nil
 }
 
 // RandomString returns n random bytes from crypto/rand, base64url-encoded:

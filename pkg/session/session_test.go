@@ -178,22 +178,60 @@ func TestManagerLoadStoreErrorIsNotNoSession(t *testing.T) {
 	}
 }
 
-func TestLoginStateTakenOnce(t *testing.T) {
+func TestLoginState(t *testing.T) {
 	ctx := context.Background()
-	m := newManager(t, session.NewMemoryStore(nil), &clock{t: time.Now()})
-	state, err := m.PutLogin(ctx, &sessionpb.LoginState{Nonce: "n", ReturnPath: "/x"})
+	c := &clock{t: time.Now()}
+	store := session.NewMemoryStore(nil)
+	m := newManager(t, store, c)
+	login, err := m.SealLogin(&sessionpb.LoginState{Tenant: "acme", Nonce: "n", ReturnPath: "/x"}, "acme.app.example.com")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ls, err := m.TakeLogin(ctx, state)
+	if n, _ := store.Get(ctx, "anything", 0); n != nil {
+		t.Fatal("unexpected store content")
+	}
+	ls, err := m.OpenLogin(login.State, login.Cookie, "acme", "acme.app.example.com")
 	if err != nil || ls.GetNonce() != "n" || ls.GetReturnPath() != "/x" {
-		t.Fatalf("TakeLogin = %v, %v", ls, err)
+		t.Fatalf("OpenLogin = %v, %v", ls, err)
 	}
-	if _, err := m.TakeLogin(ctx, state); !errors.Is(err, session.ErrNoSession) {
-		t.Fatalf("replayed state: err = %v, want ErrNoSession", err)
+	other, _ := m.SealLogin(&sessionpb.LoginState{Tenant: "acme"}, "acme.app.example.com")
+	for name, try := range map[string][4]string{
+		"forged state":          {"forged", login.Cookie, "acme", "acme.app.example.com"},
+		"another login's state": {other.State, login.Cookie, "acme", "acme.app.example.com"},
+		"no cookie":             {login.State, "", "acme", "acme.app.example.com"},
+		"garbage cookie":        {login.State, "!!", "acme", "acme.app.example.com"},
+		"another tenant":        {login.State, login.Cookie, "evil", "acme.app.example.com"},
+		"another host":          {login.State, login.Cookie, "acme", "acme.app.example.com:8443"},
+	} {
+		if _, err := m.OpenLogin(try[0], try[1], try[2], try[3]); !errors.Is(err, session.ErrNoSession) {
+			t.Errorf("%s: err = %v, want ErrNoSession", name, err)
+		}
 	}
-	if _, err := m.TakeLogin(ctx, "forged"); !errors.Is(err, session.ErrNoSession) {
-		t.Fatalf("forged state: err = %v, want ErrNoSession", err)
+	if err := m.UseLogin(ctx, login.State, ls); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.UseLogin(ctx, login.State, ls); !errors.Is(err, session.ErrLoginUsed) {
+		t.Fatalf("second use: err = %v, want ErrLoginUsed", err)
+	}
+	c.t = c.t.Add(session.DefaultLoginTTL + time.Second)
+	if _, err := m.OpenLogin(other.State, other.Cookie, "acme", "acme.app.example.com"); !errors.Is(err, session.ErrNoSession) {
+		t.Fatalf("expired login: err = %v, want ErrNoSession", err)
+	}
+}
+
+func TestSaveAfterDeleteKeepsItDeleted(t *testing.T) {
+	ctx := context.Background()
+	m := newManager(t, session.NewMemoryStore(nil), &clock{t: time.Now()})
+	s, cookie, _ := m.Create(ctx, &sessionpb.Session{AccessToken: "old"})
+	if err := m.Delete(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	s.Record.AccessToken = "refreshed"
+	if err := m.Save(ctx, s); !errors.Is(err, session.ErrNoSession) {
+		t.Fatalf("Save after Delete: err = %v, want ErrNoSession", err)
+	}
+	if _, err := m.Load(ctx, cookie, ""); !errors.Is(err, session.ErrNoSession) {
+		t.Fatalf("a logged-out session came back: err = %v", err)
 	}
 }
 

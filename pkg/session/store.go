@@ -23,8 +23,9 @@ type Store interface {
 	// SetNX writes value under key only if the key does not exist, and says
 	// whether it did.
 	SetNX(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error)
-	// Take returns the value under key and deletes it atomically (GETDEL).
-	Take(ctx context.Context, key string) ([]byte, error)
+	// Replace writes value under key only if the key exists (SET XX), and
+	// says whether it did: a session deleted meanwhile stays deleted.
+	Replace(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error)
 	// Delete removes key; a missing key is not an error.
 	Delete(ctx context.Context, key string) error
 	// DeleteIf removes key only if it holds value, and says whether it did.
@@ -122,18 +123,17 @@ func (m *MemoryStore) SetNX(ctx context.Context, key string, value []byte, ttl t
 	return true, nil
 }
 
-func (m *MemoryStore) Take(ctx context.Context, key string) ([]byte, error) {
+func (m *MemoryStore) Replace(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return false, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	it, ok := m.live(key)
-	if !ok {
-		return nil, ErrNotFound
+	if _, ok := m.live(key); !ok {
+		return false, nil
 	}
-	delete(m.items, key)
-	return it.value, nil
+	m.items[key] = memItem{value: bytes.Clone(value), expires: m.now().Add(ttl)}
+	return true, nil
 }
 
 func (m *MemoryStore) Delete(ctx context.Context, key string) error {

@@ -43,9 +43,13 @@ type Session struct {
 	// Creation time, Unix seconds: the start of the absolute lifetime.
 	CreatedAt int64 `protobuf:"varint,10,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	// CSRF token handed out on "x-csrf-token: fetch".
-	CsrfToken     string `protobuf:"bytes,11,opt,name=csrf_token,json=csrfToken,proto3" json:"csrf_token,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CsrfToken string `protobuf:"bytes,11,opt,name=csrf_token,json=csrfToken,proto3" json:"csrf_token,omitempty"`
+	// When the access token was obtained, Unix seconds (0 in records written
+	// before this field): with its expiry, the token's lifetime, which bounds
+	// how early it is refreshed.
+	AccessTokenObtainedAt int64 `protobuf:"varint,12,opt,name=access_token_obtained_at,json=accessTokenObtainedAt,proto3" json:"access_token_obtained_at,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *Session) Reset() {
@@ -155,8 +159,16 @@ func (x *Session) GetCsrfToken() string {
 	return ""
 }
 
+func (x *Session) GetAccessTokenObtainedAt() int64 {
+	if x != nil {
+		return x.AccessTokenObtainedAt
+	}
+	return 0
+}
+
 // LoginState is one login in progress, from the redirect to the IdP until
-// the callback. It is taken (read and deleted) once.
+// the callback. It lives sealed in the browser's per-login state cookie,
+// never in the store; the callback uses it once.
 type LoginState struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	Tenant       string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
@@ -164,13 +176,11 @@ type LoginState struct {
 	PkceVerifier string                 `protobuf:"bytes,3,opt,name=pkce_verifier,json=pkceVerifier,proto3" json:"pkce_verifier,omitempty"`
 	// Where the browser goes after the login: a path (with query) on the
 	// same host, never an absolute URL.
-	ReturnPath string `protobuf:"bytes,4,opt,name=return_path,json=returnPath,proto3" json:"return_path,omitempty"`
-	// SHA-256 of the state cookie value that binds this login to one browser.
-	BrowserBinding []byte `protobuf:"bytes,5,opt,name=browser_binding,json=browserBinding,proto3" json:"browser_binding,omitempty"`
-	RedirectUri    string `protobuf:"bytes,6,opt,name=redirect_uri,json=redirectUri,proto3" json:"redirect_uri,omitempty"`
-	CreatedAt      int64  `protobuf:"varint,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	ReturnPath    string `protobuf:"bytes,4,opt,name=return_path,json=returnPath,proto3" json:"return_path,omitempty"`
+	RedirectUri   string `protobuf:"bytes,6,opt,name=redirect_uri,json=redirectUri,proto3" json:"redirect_uri,omitempty"`
+	CreatedAt     int64  `protobuf:"varint,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LoginState) Reset() {
@@ -231,13 +241,6 @@ func (x *LoginState) GetReturnPath() string {
 	return ""
 }
 
-func (x *LoginState) GetBrowserBinding() []byte {
-	if x != nil {
-		return x.BrowserBinding
-	}
-	return nil
-}
-
 func (x *LoginState) GetRedirectUri() string {
 	if x != nil {
 		return x.RedirectUri
@@ -256,7 +259,7 @@ var File_proto_session_proto protoreflect.FileDescriptor
 
 const file_proto_session_proto_rawDesc = "" +
 	"\n" +
-	"\x13proto/session.proto\x12\x13extauthz.session.v1\"\xce\x02\n" +
+	"\x13proto/session.proto\x12\x13extauthz.session.v1\"\x87\x03\n" +
 	"\aSession\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x16\n" +
 	"\x06issuer\x18\x02 \x01(\tR\x06issuer\x12\x18\n" +
@@ -271,18 +274,18 @@ const file_proto_session_proto_rawDesc = "" +
 	"created_at\x18\n" +
 	" \x01(\x03R\tcreatedAt\x12\x1d\n" +
 	"\n" +
-	"csrf_token\x18\v \x01(\tR\tcsrfToken\"\xeb\x01\n" +
+	"csrf_token\x18\v \x01(\tR\tcsrfToken\x127\n" +
+	"\x18access_token_obtained_at\x18\f \x01(\x03R\x15accessTokenObtainedAt\"\xd9\x01\n" +
 	"\n" +
 	"LoginState\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05nonce\x18\x02 \x01(\tR\x05nonce\x12#\n" +
 	"\rpkce_verifier\x18\x03 \x01(\tR\fpkceVerifier\x12\x1f\n" +
 	"\vreturn_path\x18\x04 \x01(\tR\n" +
-	"returnPath\x12'\n" +
-	"\x0fbrowser_binding\x18\x05 \x01(\fR\x0ebrowserBinding\x12!\n" +
+	"returnPath\x12!\n" +
 	"\fredirect_uri\x18\x06 \x01(\tR\vredirectUri\x12\x1d\n" +
 	"\n" +
-	"created_at\x18\a \x01(\x03R\tcreatedAtB.Z,github.com/extauthz/extauthz/proto/sessionpbb\x06proto3"
+	"created_at\x18\a \x01(\x03R\tcreatedAtJ\x04\b\x05\x10\x06R\x0fbrowser_bindingB.Z,github.com/extauthz/extauthz/proto/sessionpbb\x06proto3"
 
 var (
 	file_proto_session_proto_rawDescOnce sync.Once

@@ -29,8 +29,9 @@ func requireNginx(t *testing.T) string {
 }
 
 // startNginx runs the shipped deploy/nginx configuration on port with the
-// test's addresses in place of the example ones.
-func startNginx(t *testing.T, bin string, port int, extauthzHTTP, app string) {
+// test's addresses in place of the example ones: extauthzNginx is extauthz's
+// nginx listener (Extauthz.NginxAddr).
+func startNginx(t *testing.T, bin string, port int, extauthzNginx, app string) {
 	t.Helper()
 	root, _ := e2e.ModuleRoot()
 	conf, err := os.ReadFile(filepath.Join(root, "deploy", "nginx", "nginx.conf"))
@@ -43,7 +44,7 @@ func startNginx(t *testing.T, bin string, port int, extauthzHTTP, app string) {
 	}
 	c := string(conf)
 	for old, new := range map[string]string{
-		"server 127.0.0.1:9002;": "server " + extauthzHTTP + ";",
+		"server 127.0.0.1:9004;": "server " + extauthzNginx + ";",
 		"server 127.0.0.1:3000;": "server " + app + ";",
 		"listen 8080;":           fmt.Sprintf("listen 127.0.0.1:%d;", port),
 	} {
@@ -53,8 +54,13 @@ func startNginx(t *testing.T, bin string, port int, extauthzHTTP, app string) {
 		c = strings.ReplaceAll(c, old, new)
 	}
 	os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(c), 0o644)
-	headers, _ := os.ReadFile(filepath.Join(root, "deploy", "nginx", "extauthz_headers"))
-	os.WriteFile(filepath.Join(dir, "extauthz_headers"), headers, 0o644)
+	includes, _ := filepath.Glob(filepath.Join(root, "deploy", "nginx", "*"))
+	for _, f := range includes {
+		if filepath.Base(f) != "nginx.conf" {
+			b, _ := os.ReadFile(f)
+			os.WriteFile(filepath.Join(dir, filepath.Base(f)), b, 0o644)
+		}
+	}
 	logFile, _ := os.Create(filepath.Join(dir, "nginx.log"))
 	cmd := exec.Command(bin, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"), "-g", "daemon off;")
 	cmd.Stdout, cmd.Stderr = logFile, logFile
@@ -84,7 +90,7 @@ func startNginx(t *testing.T, bin string, port int, extauthzHTTP, app string) {
 }
 
 // TestNginxAuthRequest: a real front proxy no one here wrote, nginx with
-// auth_request, in front of a test app and pointed at the HTTP listener:
+// auth_request, in front of a test app and pointed at the nginx listener:
 // log in through Hydra, reach the app with the Bearer token, restart
 // extauthz, still reach it.
 func TestNginxAuthRequest(t *testing.T) {
@@ -108,7 +114,7 @@ func TestNginxAuthRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	x := replica(t, "a", hydra, c)
-	startNginx(t, bin, port, x.HTTPAddr, appLis.Addr().String())
+	startNginx(t, bin, port, x.NginxAddr, appLis.Addr().String())
 	b := e2e.NewHTTPBrowser("grace@example.com", hydra)
 	b.SetCookie(front, "theme", "dark")
 
@@ -143,4 +149,146 @@ func TestNginxAuthRequest(t *testing.T) {
 	if r, err := anon.Do(ctx, http.MethodPost, front+"/api", nil); err != nil || r.Status != 401 {
 		t.Fatalf("POST without session through nginx: %v %v, want 401", r, err)
 	}
+}
+
+// upstreamOnly are the headers of an allow meant for the app, never for the
+// browser.
+var upstreamOnly = []string{"Authorization", "Cookie", "X-Envoy-Auth-Headers-To-Remove"}
+
+// TestNginxMarkerIsNotAClientFeature: the real nginx with the shipped
+// configuration, a logged-in browser and an attacker's headers. The marker
+// nginx puts on its auth_request subrequest (X-Extauthz-Subrequest,
+// X-Original-Method) does nothing when a client sends it, through nginx or
+// straight to the Envoy HTTP listener; and no answer nginx gives the browser
+// ever carries the token or another header meant for the app.
+func TestNginxMarkerIsNotAClientFeature(t *testing.T) {
+	ctx := context.Background()
+	appLis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	appSrv := &http.Server{Handler: e2e.AppEcho()}
+	go appSrv.Serve(appLis)
+	defer appSrv.Close()
+
+	bin := requireNginx(t)
+	port, err := redistest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	front := fmt.Sprintf("http://localhost:%d", port)
+	c, err := hydra.CreateClient(ctx, front)
+	if err != nil {
+		t.Fatal(err)
+	}
+	xsapp := filepath.Join(t.TempDir(), "xs-app.json")
+	os.WriteFile(xsapp, []byte(`{"routes": [
+		{ "source": "^/public/(.*)$", "authenticationType": "none" },
+		{ "source": "^/api/(.*)$", "csrfProtection": true },
+		{ "source": "^/(.*)$", "httpMethods": ["GET", "HEAD", "POST"] }
+	]}`), 0o644)
+	x := replica(t, "a", hydra, c, "EXTAUTHZ_XS_APP", xsapp)
+	startNginx(t, bin, port, x.NginxAddr, appLis.Addr().String())
+	b := e2e.NewHTTPBrowser("mallory@example.com", hydra)
+	if resp, hops, err := b.Navigate(ctx, front+"/index.html"); err != nil || resp.Status != 200 || resp.Upstream == nil {
+		t.Fatalf("login through nginx: %v %v (hops %v)", resp, err, hops)
+	}
+	sessionCookie := "JSESSIONID=" + b.Cookie(front, "JSESSIONID")
+	marker := http.Header{"X-Extauthz-Subrequest": {"nginx"}, "X-Original-Method": {"GET"}}
+
+	// (1) A CSRF-protected POST with the marker: refused, through nginx...
+	r, err := b.Do(ctx, http.MethodPost, front+"/api/orders", marker.Clone())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status != http.StatusForbidden || r.Upstream != nil {
+		t.Fatalf("POST without CSRF token, with the nginx marker, through nginx: %d (app reached: %v), want 403", r.Status, r.Upstream != nil)
+	}
+	// ... and at the Envoy HTTP listener, where the marker is just a header.
+	for _, h := range []http.Header{marker, {"X-Original-Method": {"GET"}}} {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+x.HTTPAddr+"/api/orders", nil)
+		req.Host = strings.TrimPrefix(front, "http://")
+		req.Header = h.Clone()
+		req.Header.Set("Cookie", sessionCookie)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden || resp.Header.Get("Authorization") != "" {
+			t.Fatalf("POST with %v at the Envoy HTTP listener: %d %v, want 403 without a token", h, resp.StatusCode, resp.Header)
+		}
+	}
+	// The same POST with its CSRF token passes: the refusal was the CSRF check.
+	r, err = b.Do(ctx, http.MethodGet, front+"/api/orders", http.Header{"X-Csrf-Token": {"Fetch"}})
+	if err != nil || r.Status != 200 || r.Header.Get("X-Csrf-Token") == "" {
+		t.Fatalf("CSRF token fetch through nginx: %v %v", r, err)
+	}
+	if r, err = b.Do(ctx, http.MethodPost, front+"/api/orders", http.Header{"X-Csrf-Token": {r.Header.Get("X-Csrf-Token")}}); err != nil || r.Status != 200 || r.Upstream == nil {
+		t.Fatalf("POST with the CSRF token through nginx: %v %v, want the app", r, err)
+	}
+	// The app never sees the marker headers.
+	if r.Upstream.Get("X-Extauthz-Subrequest") != "" || r.Upstream.Get("X-Original-Method") != "" {
+		t.Fatalf("the app received the marker headers: %v", r.Upstream)
+	}
+	if r, err = b.Do(ctx, http.MethodGet, front+"/index.html", marker.Clone()); err != nil || r.Upstream == nil ||
+		r.Upstream.Get("X-Extauthz-Subrequest") != "" || r.Upstream.Get("X-Original-Method") != "" {
+		t.Fatalf("the app received a client's marker headers: %v %v", r, err)
+	}
+
+	// A late allow on the unmarked path (the fallback nginx returns to the
+	// browser) is a retry, never the token.
+	req, _ := http.NewRequest(http.MethodGet, "http://"+x.NginxAddr+"/orders?id=1", nil)
+	req.Host = strings.TrimPrefix(front, "http://")
+	req.Header.Set("Cookie", sessionCookie)
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTemporaryRedirect || resp.Header.Get("Location") != "/orders?id=1" || resp.Header.Get("Authorization") != "" {
+		t.Fatalf("allowed unmarked request at the nginx listener: %d %v, want a 307 to itself without a token", resp.StatusCode, resp.Header)
+	}
+
+	// (2) Many request shapes, with and without a session: no answer to the
+	// browser has a header meant for the app. /logout comes last (it ends
+	// the session).
+	anon := e2e.NewHTTPBrowser("nobody", hydra)
+	shapes := []http.Header{
+		{},
+		{"X-Extauthz-Subrequest": {"nginx"}},
+		marker,
+		{"X-Extauthz-Subrequest": {"nginx"}, "X-Original-Method": {"POST"}},
+		{"X-Original-Method": {"GET"}},
+		{"X-Original-Method": {"DELETE"}},
+		{"X-Requested-With": {"XMLHttpRequest"}, "X-Extauthz-Subrequest": {"nginx"}, "X-Original-Method": {"GET"}},
+		{"X-Csrf-Token": {"Fetch"}, "X-Extauthz-Subrequest": {"nginx"}},
+		{"Authorization": {"Bearer forged"}, "X-Extauthz-Subrequest": {"nginx"}},
+	}
+	paths := []string{"/", "/index.html", "/api/orders", "//api/orders", "/public/x", "/_extauthz",
+		"/login/callback", "/login/callback?code=abc&state=def", "/logout"}
+	n := 0
+	for _, path := range paths {
+		for _, br := range []*e2e.Browser{anon, b} {
+			for _, method := range []string{http.MethodGet, http.MethodPost, http.MethodHead, http.MethodDelete} {
+				for _, h := range shapes {
+					r, err := br.Do(ctx, method, front+path, h.Clone())
+					if err != nil {
+						t.Fatalf("%s %s %v: %v", method, path, h, err)
+					}
+					n++
+					for _, k := range upstreamOnly {
+						if v := r.Header.Get(k); v != "" {
+							t.Fatalf("%s %s with %v (%s): the browser got %s: %s (status %d)", method, path, h, br.Subject, k, v, r.Status)
+						}
+					}
+					// A client's marker never lets a CSRF-protected change through.
+					if method != http.MethodGet && method != http.MethodHead && strings.Contains(path, "/api/") && r.Upstream != nil {
+						t.Fatalf("%s %s with %v (%s) reached the app without a CSRF token", method, path, h, br.Subject)
+					}
+				}
+			}
+		}
+	}
+	t.Logf("%d request shapes through nginx, none answered with a header meant for the app", n)
 }

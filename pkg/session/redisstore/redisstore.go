@@ -67,10 +67,10 @@ func New(opt Options) (*Store, error) {
 	if opt.RetryCap <= 0 {
 		opt.RetryCap = 2 * time.Second
 	}
-	gate := &dialGate{step: opt.BackOffMultiplier, limit: opt.RetryCap, now: time.Now}
+	gates := &dialGates{step: opt.BackOffMultiplier, limit: opt.RetryCap}
 	d := &net.Dialer{Timeout: opt.Timeout, KeepAlive: 30 * time.Second}
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		return gate.dial(ctx, func(ctx context.Context) (net.Conn, error) {
+		return gates.gate(addr).dial(ctx, func(ctx context.Context) (net.Conn, error) {
 			if opt.TLS != nil {
 				td := &tls.Dialer{NetDialer: d, Config: opt.TLS}
 				return td.DialContext(ctx, network, addr)
@@ -142,11 +142,17 @@ func (s *Store) SetNX(ctx context.Context, key string, value []byte, ttl time.Du
 	return true, nil
 }
 
-func (s *Store) Take(ctx context.Context, key string) ([]byte, error) {
+func (s *Store) Replace(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	b, err := s.c.GetDel(ctx, key).Bytes()
-	return b, wrap("GETDEL", err)
+	err := s.c.SetArgs(ctx, key, value, redis.SetArgs{Mode: "XX", TTL: ttl}).Err()
+	if errors.Is(err, redis.Nil) {
+		return false, nil
+	}
+	if err != nil {
+		return false, wrap("SET XX", err)
+	}
+	return true, nil
 }
 
 func (s *Store) Delete(ctx context.Context, key string) error {
@@ -190,8 +196,26 @@ func wrap(op string, err error) error {
 	}
 }
 
-// dialGate spaces out connection attempts after failures with approuter's
-// formula: after the n-th failure in a row, wait min(n × step, limit).
+// dialGates holds one dialGate per address: a dead Cluster master or
+// sentinel backs off alone, and the healthy nodes keep connecting (their
+// users' sessions keep working). The addresses are the configured ones and
+// the Cluster's nodes, so the map stays small.
+type dialGates struct {
+	step, limit time.Duration
+	m           sync.Map // addr -> *dialGate
+}
+
+func (gs *dialGates) gate(addr string) *dialGate {
+	if g, ok := gs.m.Load(addr); ok {
+		return g.(*dialGate)
+	}
+	g, _ := gs.m.LoadOrStore(addr, &dialGate{step: gs.step, limit: gs.limit, now: time.Now})
+	return g.(*dialGate)
+}
+
+// dialGate spaces out connection attempts to one address after failures
+// with approuter's formula: after the n-th failure in a row, wait
+// min(n × step, limit).
 type dialGate struct {
 	step, limit time.Duration
 	now         func() time.Time

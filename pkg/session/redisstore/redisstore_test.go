@@ -51,12 +51,20 @@ func TestRedisDumpRevealsNothing(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		state, err := m.PutLogin(ctx, &sessionpb.LoginState{Nonce: fmt.Sprintf("nonce-%d-secret", i), PkceVerifier: fmt.Sprintf("verifier-%d-secret", i)})
+		login, err := m.SealLogin(&sessionpb.LoginState{Nonce: fmt.Sprintf("nonce-%d-secret", i), PkceVerifier: fmt.Sprintf("verifier-%d-secret", i)}, "app.example.com")
 		if err != nil {
 			t.Fatal(err)
 		}
+		ls, err := m.OpenLogin(login.State, login.Cookie, "", "app.example.com")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.UseLogin(ctx, login.State, ls); err != nil { // the only login key: its single-use mark
+			t.Fatal(err)
+		}
+		state := login.State
 		raw, _ := base64.RawURLEncoding.DecodeString(cookie)
-		secrets = append(secrets, cookie, state, cookie[:43], string(raw[:32]), hex.EncodeToString(raw[:32]),
+		secrets = append(secrets, cookie, state, login.Cookie, ls.GetNonce(), ls.GetPkceVerifier(), cookie[:43], string(raw[:32]), hex.EncodeToString(raw[:32]),
 			rec.AccessToken, rec.RefreshToken, rec.IdToken, rec.CsrfToken, "secret")
 	}
 	var dump strings.Builder
@@ -72,7 +80,7 @@ func TestRedisDumpRevealsNothing(t *testing.T) {
 		n++
 	}
 	if n != 40 {
-		t.Fatalf("dump has %d keys, want 40 (20 sessions, 20 logins)", n)
+		t.Fatalf("dump has %d keys, want 40 (20 sessions, 20 used logins)", n)
 	}
 	for _, sec := range secrets {
 		if strings.Contains(dump.String(), sec) {

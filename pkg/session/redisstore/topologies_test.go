@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -219,4 +221,72 @@ func TestSentinel(t *testing.T) {
 			t.Fatalf("writes after the failover: %v", err)
 		}
 	})
+}
+
+// One dead master costs only the sessions it holds: the others keep working
+// without a single error, also when the pools to the healthy masters must
+// open new connections while the dead one is backing off.
+func TestClusterDeadMasterLeavesTheOthersAlone(t *testing.T) {
+	redistest.Require(t)
+	// As managed Redis Clusters run: the slots of live masters keep being
+	// served when one master is down.
+	cl, err := redistest.StartCluster(t.TempDir(), 3, "--cluster-require-full-coverage", "no")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Stop)
+	s := open(t, redisstore.Options{Addrs: cl.Addrs(), Cluster: true, Timeout: 250 * time.Millisecond,
+		BackOffMultiplier: 500 * time.Millisecond, RetryCap: 2 * time.Second})
+	m := manager(t, s)
+	ctx := context.Background()
+	cookies := createSessions(t, m, 120)
+	dead := cl.Nodes[2]
+	onDead := map[string]bool{}
+	out, err := exec.Command("redis-cli", "-p", strings.Split(dead.Addr, ":")[1], "--scan").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range strings.Fields(string(out)) {
+		onDead[k] = true
+	}
+	var alive []string
+	for _, c := range cookies {
+		sess, err := m.Load(ctx, c, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !onDead[sess.Key()] {
+			alive = append(alive, c)
+		}
+	}
+	if len(onDead) == 0 || len(alive) == 0 {
+		t.Fatalf("%d sessions on the dead master, %d elsewhere: the spread is wrong", len(onDead), len(alive))
+	}
+	dead.Stop()
+	// Touch the dead master so that its gate backs off, then load the other
+	// sessions with enough concurrency to need new connections.
+	for _, c := range cookies {
+		_, _ = m.Load(ctx, c, "")
+	}
+	var failures atomic.Int32
+	deadline := time.Now().Add(3 * time.Second)
+	var wg sync.WaitGroup
+	for w := range 24 {
+		wg.Go(func() {
+			for i := w; time.Now().Before(deadline); i++ {
+				if _, err := m.Load(ctx, alive[i%len(alive)], ""); err != nil {
+					if failures.Add(1) == 1 {
+						t.Errorf("a session on a healthy master failed: %v", err)
+					}
+				}
+				if i%len(alive) == 0 {
+					_, _ = m.Load(ctx, cookies[i%len(cookies)], "") // and keep poking the dead one
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := failures.Load(); n != 0 {
+		t.Fatalf("%d loads of sessions on healthy masters failed while one master was dead", n)
+	}
 }

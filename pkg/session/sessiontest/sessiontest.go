@@ -127,41 +127,54 @@ func Run(t *testing.T, newStore func(t *testing.T) session.Store) {
 			t.Fatalf("%d of 32 concurrent SetNX won, want exactly 1", n)
 		}
 	})
-	t.Run("TakeOnce", func(t *testing.T) {
+	t.Run("ReplaceOnlyExisting", func(t *testing.T) {
 		s := newStore(t)
-		k := key(t, "state")
-		mustSet(t, s, k, "v", time.Minute)
-		got, err := s.Take(ctx, k)
-		if err != nil || string(got) != "v" {
-			t.Fatalf("Take = %q, %v; want v, nil", got, err)
-		}
-		if _, err := s.Take(ctx, k); !errors.Is(err, session.ErrNotFound) {
-			t.Fatalf("second Take: err = %v, want ErrNotFound", err)
+		k := key(t, "session")
+		if ok, err := s.Replace(ctx, k, []byte("v"), time.Minute); err != nil || ok {
+			t.Fatalf("Replace of a missing key = %v, %v; want false, nil", ok, err)
 		}
 		if _, err := s.Get(ctx, k, 0); !errors.Is(err, session.ErrNotFound) {
-			t.Fatalf("Get after Take: err = %v, want ErrNotFound", err)
+			t.Fatalf("Replace of a missing key created it: err = %v", err)
+		}
+		mustSet(t, s, k, "one", time.Minute)
+		if ok, err := s.Replace(ctx, k, []byte("two"), 200*time.Millisecond); err != nil || !ok {
+			t.Fatalf("Replace of an existing key = %v, %v; want true, nil", ok, err)
+		}
+		if got := mustGet(t, s, k, 0); got != "two" {
+			t.Fatalf("Get after Replace = %q, want two", got)
+		}
+		time.Sleep(400 * time.Millisecond)
+		if _, err := s.Get(ctx, k, 0); !errors.Is(err, session.ErrNotFound) {
+			t.Fatalf("Replace did not set the new TTL: err = %v", err)
 		}
 	})
-	t.Run("TakeConcurrentOneWinner", func(t *testing.T) {
+	t.Run("ReplaceAfterDeleteStaysDeleted", func(t *testing.T) {
+		// A refresh that finishes after a logout must not bring the session back.
 		s := newStore(t)
-		k := key(t, "state")
+		k := key(t, "session")
 		mustSet(t, s, k, "v", time.Minute)
-		var wins atomic.Int32
 		var wg sync.WaitGroup
+		var replaced atomic.Int32
+		if err := s.Delete(ctx, k); err != nil {
+			t.Fatal(err)
+		}
 		for range 16 {
 			wg.Go(func() {
-				_, err := s.Take(ctx, k)
-				switch {
-				case err == nil:
-					wins.Add(1)
-				case !errors.Is(err, session.ErrNotFound):
+				ok, err := s.Replace(ctx, k, []byte("refreshed"), time.Minute)
+				if err != nil {
 					t.Error(err)
+				}
+				if ok {
+					replaced.Add(1)
 				}
 			})
 		}
 		wg.Wait()
-		if n := wins.Load(); n != 1 {
-			t.Fatalf("%d of 16 concurrent Takes got the value, want exactly 1", n)
+		if n := replaced.Load(); n != 0 {
+			t.Fatalf("%d Replaces after Delete wrote the key", n)
+		}
+		if _, err := s.Get(ctx, k, 0); !errors.Is(err, session.ErrNotFound) {
+			t.Fatalf("Get after Delete and Replace: err = %v, want ErrNotFound", err)
 		}
 	})
 	t.Run("Delete", func(t *testing.T) {
