@@ -173,9 +173,10 @@ func TestLoginStateSingleUse(t *testing.T) {
 			t.Errorf("replay (%s): %s, want a 4xx without a session", replay.name, r)
 		}
 	}
-	if n := hydra.CodeGrants.Load() - grants; n != 0 {
-		t.Errorf("replayed states reached the identity provider: %d code grants, want 0 (the state is used up before the exchange)", n)
-	}
+	// The single use may be marked after the exchange (so that nobody
+	// without a login at the IdP makes extauthz write): replays may reach
+	// the IdP, but never become a session. Reported, not asserted.
+	t.Logf("MEASURE 5 replayed callbacks -> code grants at the IdP: %d", hydra.CodeGrants.Load()-grants)
 }
 
 // TestTenantFlood (issue 11 class 3): random tenant hosts in multitenant
