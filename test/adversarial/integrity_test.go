@@ -15,6 +15,10 @@ import (
 	"testing"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
 	"github.com/extauthz/extauthz/internal/e2e"
 	"github.com/extauthz/extauthz/internal/redistest"
 )
@@ -171,7 +175,11 @@ func secureCookies(h http.Header) (secure, insecure []string) {
 // proxy declared trusted.
 func TestSecureCookie(t *testing.T) {
 	t.Parallel()
-	def := start(t, "secure-default")
+	// The harness sets SECURE_SESSION_COOKIE=false unless told otherwise (its
+	// browser talks plain http); the default is checked on a process started
+	// without it.
+	defAddrs := startBare(t, nil)
+	def := start(t, "secure-true", "SECURE_SESSION_COOKIE", "true")
 	auto := start(t, "secure-auto", "SECURE_SESSION_COOKIE", "auto")
 	trusted := start(t, "secure-trusted", "SECURE_SESSION_COOKIE", "auto", "EXTAUTHZ_TRUST_FORWARDED_PROTO", "true")
 	nav := func(xfp string) hreq {
@@ -183,14 +191,25 @@ func TestSecureCookie(t *testing.T) {
 		return q
 	}
 	for _, p := range protocols {
+		for _, xfp := range []string{"", "http"} {
+			var r hres
+			if p.name == "http" {
+				r = rawHTTP(defAddrs.http, nav(xfp))
+			} else {
+				r = defAddrs.grpc(t, nav(xfp))
+			}
+			if sec, insec := secureCookies(r.Header); r.Status != http.StatusFound || len(insec) > 0 || len(sec) == 0 {
+				t.Errorf("%s SECURE_SESSION_COOKIE unset, x-forwarded-proto %q: %s; cookies without Secure: %v, want all Secure", p.name, xfp, r, insec)
+			}
+		}
 		for _, c := range []struct {
 			name       string
 			x          *instance
 			xfp        string
 			wantSecure bool
 		}{
-			{"default, plain http", def, "", true},
-			{"default, x-forwarded-proto http", def, "http", true},
+			{"true, plain http", def, "", true},
+			{"true, x-forwarded-proto http", def, "http", true},
 			{"auto, x-forwarded-proto https, proxy not trusted", auto, "https", false},
 			{"auto, x-forwarded-proto HTTPS, proxy not trusted", auto, "HTTPS", false},
 			{"auto, x-forwarded-proto https,http, proxy not trusted", auto, "https, http", false},
@@ -204,7 +223,7 @@ func TestSecureCookie(t *testing.T) {
 				continue
 			}
 			if c.wantSecure && len(insec) > 0 {
-				t.Errorf("%s %s: cookies without Secure: %v", p.name, c.name, insec)
+				t.Errorf("%s %s: cookies without Secure: %v (%q)", p.name, c.name, insec, r.Header.Values("set-cookie"))
 			}
 			if !c.wantSecure && len(sec) > 0 {
 				t.Errorf("%s %s: x-forwarded-proto believed from an untrusted proxy: Secure cookies %v", p.name, c.name, sec)
@@ -214,7 +233,7 @@ func TestSecureCookie(t *testing.T) {
 			}
 		}
 	}
-	// The session cookie of a login with the default is Secure.
+	// The session cookie of a login with SECURE_SESSION_COOKIE=true is Secure.
 	b := e2e.NewBrowser("secure@example.com", def.Extauthz, hydra)
 	_, hops, err := b.NavigateUntil(context.Background(), app+"/x", func(u *url.URL) bool { return u.Path == "/login/callback" })
 	if err != nil {
@@ -226,6 +245,54 @@ func TestSecureCookie(t *testing.T) {
 	}
 	if _, insec := secureCookies(r.Header); r.Status != http.StatusFound || len(insec) > 0 {
 		t.Errorf("the login's callback: %d, cookies without Secure: %v", r.Status, insec)
+	}
+}
+
+// bare is a process started outside the harness (no defaults of its own).
+type bare struct{ http, grpcAddr string }
+
+func (b bare) grpc(t *testing.T, q hreq) hres {
+	conn, err := grpc.NewClient(b.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, checkRequest(q))
+	return fromCheckResponse(resp, err)
+}
+
+// startBare runs the binary with baseEnv plus env only, and waits for /healthz.
+func startBare(t *testing.T, env []string) bare {
+	t.Helper()
+	ports := make([]int, 3)
+	for i := range ports {
+		ports[i], _ = redistest.FreePort()
+	}
+	b := bare{http: fmt.Sprintf("127.0.0.1:%d", ports[1]), grpcAddr: fmt.Sprintf("127.0.0.1:%d", ports[0])}
+	cmd := exec.Command(extauthzBin)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"),
+		"EXTAUTHZ_GRPC_ADDR=" + b.grpcAddr, "EXTAUTHZ_HTTP_ADDR=" + b.http, fmt.Sprintf("EXTAUTHZ_ADMIN_ADDR=127.0.0.1:%d", ports[2])}
+	for k, v := range baseEnv("adv-bare") {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	cmd.Env = append(cmd.Env, env...)
+	var buf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", ports[2])); err == nil {
+			resp.Body.Close()
+			return b
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bare extauthz did not start:\n%s", buf.String())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -251,6 +318,14 @@ func placeholderSecrets(t *testing.T) []string {
 		}
 		return nil
 	})
+	// Published once in this repository (deploy/kyma, deploy/compose), so
+	// known to everyone whatever deploy/ says today.
+	for _, s := range []string{"CHANGE-ME-to-64-random-characters-CHANGE-ME-to-64-random-characters",
+		"quickstart-only-secret-quickstart-only-secret-quickstart-only-secret"} {
+		if !seen[s] {
+			out = append(out, s)
+		}
+	}
 	return out
 }
 
