@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -401,10 +402,14 @@ func TestIdleHTTPConnection(t *testing.T) {
 		t.Errorf("a connection that sends nothing is still open after %s", after2)
 	}
 	if !closed {
-		// TODO(issue 11): the idle timeout's setting name is the
-		// implementer's; EXTAUTHZ_HTTP_IDLE_TIMEOUT=1s is a guess. Until it
-		// is known this sub-check reports instead of failing.
-		t.Skipf("TODO: an idle keep-alive connection is still open after %s with EXTAUTHZ_HTTP_IDLE_TIMEOUT=1s (setting not there yet, or named otherwise)", after)
+		help, _ := exec.Command(extauthzBin, "--help").CombinedOutput()
+		if strings.Contains(string(help), "EXTAUTHZ_HTTP_IDLE_TIMEOUT") {
+			t.Errorf("an idle keep-alive connection is still open after %s with EXTAUTHZ_HTTP_IDLE_TIMEOUT=1s", after)
+			return
+		}
+		// TODO(issue 11): remove once EXTAUTHZ_HTTP_IDLE_TIMEOUT is on main
+		// (branch bounds); until then the binary has no such setting.
+		t.Skipf("TODO: the binary has no EXTAUTHZ_HTTP_IDLE_TIMEOUT yet; an idle keep-alive connection is still open after %s", after)
 	}
 }
 
