@@ -24,9 +24,6 @@ type Redis struct {
 	MasterName string // set for Sentinel
 }
 
-// Sentinel says whether the credentials describe a Sentinel setup.
-func (r Redis) Sentinel() bool { return r.MasterName != "" }
-
 // RedisCredentials reads the credentials of a redis-cache binding in every
 // shape SAP's service brokers have produced: port as a number or string;
 // tls, cluster_mode and sentinel_nodes as booleans/arrays or JSON strings;

@@ -65,9 +65,8 @@ func Run(ctx context.Context, o Options) error {
 	gs := grpc.NewServer(append([]grpc.ServerOption{
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		// Checks run on a few long-lived goroutines instead of a new goroutine
-		// (and its stack growth) per request; write buffers are shared.
+		// (and its stack growth) per request.
 		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
-		grpc.SharedWriteBuffer(true),
 	}, o.GRPCOptions...)...)
 	o.Register(gs)
 	hs := health.NewServer()
