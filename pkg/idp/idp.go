@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -163,15 +164,18 @@ func (p *Provider) discover(ctx context.Context) (*discovered, error) {
 			return nil, err
 		}
 		var extra struct {
-			EndSession string `json:"end_session_endpoint"`
+			EndSession  string   `json:"end_session_endpoint"`
+			AuthMethods []string `json:"token_endpoint_auth_methods_supported"`
 		}
 		_ = op.Claims(&extra)
+		endpoint := op.Endpoint()
+		endpoint.AuthStyle = authStyle(extra.AuthMethods, p.cfg.ClientSecret)
 		d := &discovered{
 			provider: op,
 			verifier: op.Verifier(&oidc.Config{ClientID: p.cfg.ClientID, Now: p.cfg.Now}),
 			oauth: oauth2.Config{
 				ClientID: p.cfg.ClientID, ClientSecret: p.cfg.ClientSecret,
-				Endpoint: op.Endpoint(), Scopes: p.cfg.Scopes,
+				Endpoint: endpoint, Scopes: p.cfg.Scopes,
 			},
 			endSession: extra.EndSession,
 		}
@@ -254,6 +258,21 @@ func (p *Provider) verify(ctx context.Context, d *discovered, tok *oauth2.Token,
 		}
 	}
 	return &verified{Tokens: t, nonce: idt.Nonce}, nil
+}
+
+// authStyle is how the client authenticates at the token endpoint, from
+// the provider's token_endpoint_auth_methods_supported: client_secret_basic
+// (the default of OpenID Connect Discovery) unless only client_secret_post
+// is offered; a client without a secret sends its id in the body. Never
+// x/oauth2's auto-detection, which sends a rejected code a second time.
+func authStyle(supported []string, secret string) oauth2.AuthStyle {
+	switch {
+	case secret == "":
+		return oauth2.AuthStyleInParams
+	case len(supported) > 0 && !slices.Contains(supported, "client_secret_basic") && slices.Contains(supported, "client_secret_post"):
+		return oauth2.AuthStyleInParams
+	}
+	return oauth2.AuthStyleInHeader
 }
 
 func tokens(tok *oauth2.Token, idToken, iss, sub, sid string) *Tokens {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,15 +25,17 @@ import (
 // testProvider is an httptest OpenID provider: discovery, JWKS, token
 // endpoint (code with PKCE, refresh), end_session_endpoint.
 type testProvider struct {
-	srv        *httptest.Server
-	mu         sync.Mutex
-	key        *rsa.PrivateKey
-	kid        string
-	discovery  atomic.Int32
-	jwks       atomic.Int32
-	codes      map[string]codeGrant // code -> grant
-	nonceOver  string               // put this nonce into ID tokens instead
-	refreshErr int                  // HTTP status to answer refresh with
+	srv         *httptest.Server
+	mu          sync.Mutex
+	key         *rsa.PrivateKey
+	kid         string
+	discovery   atomic.Int32
+	jwks        atomic.Int32
+	tokenCalls  atomic.Int32
+	authMethods []string             // token_endpoint_auth_methods_supported, if any
+	codes       map[string]codeGrant // code -> grant
+	nonceOver   string               // put this nonce into ID tokens instead
+	refreshErr  int                  // HTTP status to answer refresh with
 }
 
 type codeGrant struct{ challenge, nonce, redirect string }
@@ -47,6 +50,7 @@ func newTestProvider(t *testing.T) *testProvider {
 			"issuer": p.srv.URL, "authorization_endpoint": p.srv.URL + "/auth", "token_endpoint": p.srv.URL + "/token",
 			"jwks_uri": p.srv.URL + "/jwks", "end_session_endpoint": p.srv.URL + "/logout",
 			"id_token_signing_alg_values_supported": []string{"RS256"},
+			"token_endpoint_auth_methods_supported": p.authMethods,
 		})
 	})
 	mux.HandleFunc("/jwks", func(w http.ResponseWriter, r *http.Request) {
@@ -85,13 +89,18 @@ func (p *testProvider) idToken(sub, nonce string) string {
 }
 
 func (p *testProvider) token(w http.ResponseWriter, r *http.Request) {
+	p.tokenCalls.Add(1)
 	r.ParseForm()
 	fail := func(status int, code string) {
 		w.Header().Set("content-type", "application/json")
 		w.WriteHeader(status)
 		json.NewEncoder(w).Encode(map[string]string{"error": code})
 	}
-	if id, secret, _ := r.BasicAuth(); id != "client" || secret != "secret" {
+	id, secret, _ := r.BasicAuth()
+	if slices.Equal(p.authMethods, []string{"client_secret_post"}) {
+		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+	}
+	if id != "client" || secret != "secret" {
 		fail(401, "invalid_client")
 		return
 	}
@@ -230,6 +239,30 @@ func TestExchangeRejectsWrongNonceAndVerifier(t *testing.T) {
 	tp.nonceOver = "someone-elses-nonce"
 	if _, err := prov.Exchange(ctx, code, verifier, "https://app/cb", "nonce-2"); !errors.Is(err, ErrRejected) || !strings.Contains(err.Error(), "nonce") {
 		t.Fatalf("wrong nonce: %v, want ErrRejected naming the nonce", err)
+	}
+}
+
+// A rejected code costs one token call: the client authenticates the way
+// the provider says, never by x/oauth2's trial and error.
+func TestRejectedCodeIsOneTokenCall(t *testing.T) {
+	ctx := context.Background()
+	for _, methods := range [][]string{nil, {"client_secret_basic", "client_secret_post"}, {"client_secret_post"}} {
+		tp := newTestProvider(t)
+		tp.authMethods = methods
+		prov := newProvider(t, tp)
+		for i := range 5 {
+			if _, err := prov.Exchange(ctx, "forged-code", oauth2.GenerateVerifier(), "https://app/cb", "n"); !errors.Is(err, ErrRejected) {
+				t.Fatalf("%v: forged code %d: %v, want ErrRejected", methods, i, err)
+			}
+		}
+		if n := tp.tokenCalls.Load(); n != 5 {
+			t.Errorf("%v: 5 forged codes made %d token calls, want 5", methods, n)
+		}
+		verifier := oauth2.GenerateVerifier()
+		authURL, _ := prov.AuthCodeURL(ctx, "s", "n1", verifier, "https://app/cb")
+		if _, err := prov.Exchange(ctx, tp.authorize(t, authURL), verifier, "https://app/cb", "n1"); err != nil {
+			t.Errorf("%v: a good code: %v", methods, err)
+		}
 	}
 }
 
