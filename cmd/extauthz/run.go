@@ -199,7 +199,7 @@ func newProviders(cfg *config.Config, log *slog.Logger) (authz.Providers, error)
 	explicit := o.Issuer != "" && !cfg.IssuerFromBinding()
 	oidcFor := func(issuer string) (idp.Client, error) {
 		return idp.New(idp.Config{Issuer: issuer, ClientID: o.ClientID, ClientSecret: string(o.ClientSecret), Scopes: o.Scopes,
-			Timeout: cfg.IDPTimeout, ScopeClaim: o.ScopeClaim})
+			Timeout: cfg.IDPTimeout, ScopeClaim: o.ScopeClaim, ClientAuth: o.ClientAuth})
 	}
 	switch {
 	case cfg.XSUAA != nil && !explicit:

@@ -111,6 +111,8 @@ type OIDC struct {
 	ClientID     string
 	ClientSecret Secret
 	Scopes       []string
+	// ClientAuth: client_secret_basic or client_secret_post ("": from discovery).
+	ClientAuth string
 	// ScopeClaim names an ID token claim whose values count as scopes for
 	// xs-app.json (e.g. IAS "groups").
 	ScopeClaim string
@@ -246,6 +248,14 @@ var settings = []setting{
 		func(c *Config, v string) error { c.OIDC.ClientSecret = Secret(v); return nil }},
 	{"oidc-scopes", "EXTAUTHZ_OIDC_SCOPES", "openid", "scopes to request, space- or comma-separated (add offline_access where the IdP needs it for refresh tokens)", false,
 		func(c *Config, v string) error { c.OIDC.Scopes = strings.FieldsFunc(v, isListSep); return nil }},
+	{"oidc-client-auth", "EXTAUTHZ_OIDC_CLIENT_AUTH", "", "how the client authenticates at the token endpoint: client_secret_basic or client_secret_post; unset: client_secret_basic unless discovery offers only client_secret_post", false,
+		func(c *Config, v string) error {
+			if v == "" {
+				c.OIDC.ClientAuth = ""
+				return nil
+			}
+			return oneOf(&c.OIDC.ClientAuth, v, "client_secret_basic", "client_secret_post")
+		}},
 	{"oidc-scope-claim", "EXTAUTHZ_OIDC_SCOPE_CLAIM", "", "ID token claim whose values count as scopes for xs-app.json routes (e.g. groups with IAS)", false,
 		func(c *Config, v string) error { c.OIDC.ScopeClaim = v; return nil }},
 	{"idp-timeout", "EXTAUTHZ_IDP_TIMEOUT", "5s", "deadline of every call to the identity provider", false,

@@ -38,6 +38,10 @@ type Config struct {
 	Timeout time.Duration
 	// Now is the clock for token checks (default time.Now).
 	Now func() time.Time
+	// ClientAuth is how the client authenticates at the token endpoint:
+	// "client_secret_basic", "client_secret_post", or "" to follow
+	// discovery's token_endpoint_auth_methods_supported.
+	ClientAuth string
 	// ScopeClaim, when set, names an ID token claim (a list or a
 	// space-separated string, e.g. IAS's "groups") whose values join the
 	// session's scopes.
@@ -169,7 +173,7 @@ func (p *Provider) discover(ctx context.Context) (*discovered, error) {
 		}
 		_ = op.Claims(&extra)
 		endpoint := op.Endpoint()
-		endpoint.AuthStyle = authStyle(extra.AuthMethods, p.cfg.ClientSecret)
+		endpoint.AuthStyle = authStyle(p.cfg.ClientAuth, extra.AuthMethods, p.cfg.ClientSecret)
 		d := &discovered{
 			provider: op,
 			verifier: op.Verifier(&oidc.Config{ClientID: p.cfg.ClientID, Now: p.cfg.Now}),
@@ -260,15 +264,18 @@ func (p *Provider) verify(ctx context.Context, d *discovered, tok *oauth2.Token,
 	return &verified{Tokens: t, nonce: idt.Nonce}, nil
 }
 
-// authStyle is how the client authenticates at the token endpoint, from
-// the provider's token_endpoint_auth_methods_supported: client_secret_basic
-// (the default of OpenID Connect Discovery) unless only client_secret_post
-// is offered; a client without a secret sends its id in the body. Never
-// x/oauth2's auto-detection, which sends a rejected code a second time.
-func authStyle(supported []string, secret string) oauth2.AuthStyle {
+// authStyle is how the client authenticates at the token endpoint: as
+// configured, else from the provider's token_endpoint_auth_methods_supported:
+// client_secret_basic (the default of OpenID Connect Discovery) unless only
+// client_secret_post is offered; a client without a secret sends its id in
+// the body. Never x/oauth2's auto-detection, which sends a rejected code a
+// second time.
+func authStyle(configured string, supported []string, secret string) oauth2.AuthStyle {
 	switch {
-	case secret == "":
+	case secret == "" || configured == "client_secret_post":
 		return oauth2.AuthStyleInParams
+	case configured == "client_secret_basic":
+		return oauth2.AuthStyleInHeader
 	case len(supported) > 0 && !slices.Contains(supported, "client_secret_basic") && slices.Contains(supported, "client_secret_post"):
 		return oauth2.AuthStyleInParams
 	}

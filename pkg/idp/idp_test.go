@@ -33,6 +33,7 @@ type testProvider struct {
 	jwks        atomic.Int32
 	tokenCalls  atomic.Int32
 	authMethods []string             // token_endpoint_auth_methods_supported, if any
+	postOnly    bool                 // the client is registered for client_secret_post
 	codes       map[string]codeGrant // code -> grant
 	nonceOver   string               // put this nonce into ID tokens instead
 	refreshErr  int                  // HTTP status to answer refresh with
@@ -97,7 +98,7 @@ func (p *testProvider) token(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(map[string]string{"error": code})
 	}
 	id, secret, _ := r.BasicAuth()
-	if slices.Equal(p.authMethods, []string{"client_secret_post"}) {
+	if p.postOnly || slices.Equal(p.authMethods, []string{"client_secret_post"}) {
 		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
 	}
 	if id != "client" || secret != "secret" {
@@ -263,6 +264,19 @@ func TestRejectedCodeIsOneTokenCall(t *testing.T) {
 		if _, err := prov.Exchange(ctx, tp.authorize(t, authURL), verifier, "https://app/cb", "n1"); err != nil {
 			t.Errorf("%v: a good code: %v", methods, err)
 		}
+	}
+	// Configured: client_secret_post although discovery offers basic too.
+	tp := newTestProvider(t)
+	prov, err := New(Config{Issuer: tp.srv.URL, ClientID: "client", ClientSecret: "secret", Scopes: []string{"openid"}, ClientAuth: "client_secret_post"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp.authMethods = []string{"client_secret_basic", "client_secret_post"}
+	tp.postOnly = true
+	verifier := oauth2.GenerateVerifier()
+	authURL, _ := prov.AuthCodeURL(ctx, "s", "n1", verifier, "https://app/cb")
+	if _, err := prov.Exchange(ctx, tp.authorize(t, authURL), verifier, "https://app/cb", "n1"); err != nil || tp.tokenCalls.Load() != 1 {
+		t.Errorf("configured client_secret_post: %v after %d token calls", err, tp.tokenCalls.Load())
 	}
 }
 
