@@ -3,6 +3,7 @@ package envoy
 import (
 	"context"
 	"errors"
+	"unicode/utf8"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
@@ -95,6 +96,12 @@ func decodeHTTP(parts [][]byte, r *authz.Request, maxHeaderBytes int) error {
 	for _, b := range parts {
 		err := fields(b, func(num protowire.Number, v []byte) error {
 			switch num {
+			case fHTTPMethod, fHTTPPath, fHTTPHost, fHTTPScheme:
+				if !utf8.Valid(v) {
+					return errMalformed // a proto3 string: the generated decoder refuses the message
+				}
+			}
+			switch num {
 			case fHTTPMethod:
 				r.Method = string(v)
 			case fHTTPPath:
@@ -153,7 +160,9 @@ func decodeHTTP(parts [][]byte, r *authz.Request, maxHeaderBytes int) error {
 
 // keyValue reads a map entry (key 1, value 2) or, with headerValue, a
 // HeaderValue, whose raw_value (3) wins when set; in a map entry field 3 is
-// unknown and ignored, as the generated decoder does.
+// unknown and ignored, as the generated decoder does. Key and value are
+// proto3 strings: invalid UTF-8 in them makes the message malformed, as it
+// does for the generated decoder (raw_value is bytes).
 func keyValue(b []byte, headerValue bool) (k, v []byte, err error) {
 	var raw []byte
 	err = fields(b, func(num protowire.Number, f []byte) error {
@@ -167,6 +176,9 @@ func keyValue(b []byte, headerValue bool) (k, v []byte, err error) {
 		}
 		return nil
 	})
+	if err == nil && (!utf8.Valid(k) || !utf8.Valid(v)) {
+		return nil, nil, errMalformed
+	}
 	if headerValue && len(raw) > 0 {
 		v = raw
 	}

@@ -1,6 +1,7 @@
 package envoy
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"reflect"
@@ -216,4 +217,38 @@ func FuzzFastDecode(f *testing.F) {
 			t.Fatalf("decisions differ:\nfast %v\ngenerated %v", got, gen)
 		}
 	})
+}
+
+// Invalid UTF-8 in a string field the fast decoder reads makes the message
+// malformed, as it does for the generated decoder: a key "cookie\xff" next
+// to a valid cookie does not leave the valid one to be decided on.
+func TestFastDecodeRefusesInvalidUTF8(t *testing.T) {
+	// proto.Marshal refuses invalid UTF-8: marshal a placeholder byte, then
+	// put 0xff in its place.
+	for name, req := range map[string]*authv3.CheckRequest{
+		"header key":   checkWithHeaders(map[string]string{"cookieQQQ": "x", "cookie": "JSESSIONID=abc"}),
+		"header value": checkWithHeaders(map[string]string{"cookie": "JSESSIONID=QQQ"}),
+		"path":         {Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: "/QQQ"}}}},
+	} {
+		b, err := proto.MarshalOptions{}.Marshal(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r authz.Request
+		if _, err := decodeCheck(b, &r, DefaultMaxHeaderBytes); err != nil {
+			t.Fatalf("%s: the placeholder message: %v", name, err)
+		}
+		b = bytes.ReplaceAll(b, []byte("QQQ"), []byte{0xff, 0xfe, 0xff})
+		if err := proto.Unmarshal(b, &authv3.CheckRequest{}); err == nil {
+			t.Fatalf("%s: the generated decoder accepts it; the test is wrong", name)
+		}
+		if _, err := decodeCheck(b, &r, DefaultMaxHeaderBytes); err == nil {
+			t.Errorf("%s: the fast decoder accepted invalid UTF-8: %+v", name, r)
+		}
+	}
+}
+
+func checkWithHeaders(h map[string]string) *authv3.CheckRequest {
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+		Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Host: "app.example.com", Path: "/", Headers: h}}}}
 }
