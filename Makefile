@@ -34,10 +34,13 @@ bench: deps ## Load the real binary on a real Redis (table + bench-results/bench
 	$(GO) run ./cmd/extauthz-bench
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 1s ./pkg/session/ ./pkg/authz/
 
+STATICCHECK_VERSION := v0.8.2
+
 .PHONY: lint
-lint: ## gofmt and go vet
+lint: ## gofmt, go vet and staticcheck (pinned, built from the module proxy)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'))" || { gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'); exit 1; }
 	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
 .PHONY: generate
 generate: ## Regenerate proto/sessionpb from proto/session.proto (needs protoc)

@@ -329,9 +329,9 @@ func placeholderSecrets(t *testing.T) []string {
 	return out
 }
 
-// runToExit runs the binary with env and returns its exit error and output
-// (nil error and "still running" when it did not exit within d).
-func runToExit(t *testing.T, env []string, d time.Duration) (exited bool, err error, out string) {
+// runToExit runs the binary with env and returns its output and exit error
+// (exited false and a nil error when it did not exit within d).
+func runToExit(t *testing.T, env []string, d time.Duration) (exited bool, out string, err error) {
 	t.Helper()
 	ports := make([]int, 3)
 	for i := range ports {
@@ -352,11 +352,11 @@ func runToExit(t *testing.T, env []string, d time.Duration) (exited bool, err er
 	go func() { done <- cmd.Wait() }()
 	select {
 	case err := <-done:
-		return true, err, buf.String()
+		return true, buf.String(), err
 	case <-time.After(d):
 		cmd.Process.Kill()
 		<-done
-		return false, nil, buf.String()
+		return false, buf.String(), nil
 	}
 }
 
@@ -377,7 +377,7 @@ func TestPlaceholderSecretRefused(t *testing.T) {
 			{"EXTAUTHZ_SESSION_SECRETS=" + secret + "," + s},
 			{"EXTAUTHZ_SESSION_SECRETS_FILE=" + file},
 		} {
-			exited, err, out := runToExit(t, env, 5*time.Second)
+			exited, out, err := runToExit(t, env, 5*time.Second)
 			switch {
 			case !exited:
 				t.Errorf("%v: the binary started with an example secret (still running after 5s)", env)
@@ -389,7 +389,7 @@ func TestPlaceholderSecretRefused(t *testing.T) {
 		}
 	}
 	// Control: a secret of our own starts.
-	if exited, err, out := runToExit(t, []string{"EXTAUTHZ_SESSION_SECRETS=" + secret}, 2*time.Second); exited {
+	if exited, out, err := runToExit(t, []string{"EXTAUTHZ_SESSION_SECRETS=" + secret}, 2*time.Second); exited {
 		t.Errorf("control: a proper secret: exited (%v):\n%s", err, tail(out, 1500))
 	}
 }
