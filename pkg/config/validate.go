@@ -1,0 +1,95 @@
+package config
+
+import (
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/extauthz/extauthz/pkg/idp"
+)
+
+// Validate checks the configuration as a whole and returns every problem,
+// each naming the source of the value. It changes nothing.
+func (c *Config) Validate() Problems {
+	var probs Problems
+	bad := func(name, format string, args ...any) {
+		probs = append(probs, c.origin[name]+": "+fmt.Sprintf(format, args...))
+	}
+	for i, s := range c.SessionSecrets {
+		if examplePlaceholder(string(s)) {
+			bad("session-secrets", "secret %d is a placeholder from extauthz's own examples, which anyone can read: generate one (openssl rand -hex 32)", i+1)
+		}
+		if len(s) < 64 {
+			if len(c.SessionSecrets) == 1 {
+				bad("session-secrets", "must be at least 64 characters")
+			} else {
+				bad("session-secrets", "secret %d: must be at least 64 characters", i+1)
+			}
+		}
+	}
+	if c.Redis != nil && len(c.Redis.Addrs) > 0 && len(c.SessionSecrets) == 0 {
+		probs = append(probs, "session-secrets: a session secret is required with a shared store (EXT_SESSION_MGT.sessionSecret or EXTAUTHZ_SESSION_SECRETS): without one each replica makes its own and cookies break")
+	}
+	if c.Redis != nil && len(c.Redis.Addrs) == 0 {
+		probs = append(probs, "redis: TLS or retry settings given, but no Redis (EXT_SESSION_MGT.instanceName or EXTAUTHZ_REDIS_URL)")
+	}
+	if c.Redis != nil && (c.Redis.CertFile == "") != (c.Redis.KeyFile == "") {
+		probs = append(probs, "redis-cert-file, redis-key-file: give both or neither")
+	}
+	if c.Redis != nil && c.Redis.Cluster && c.Redis.MasterName != "" {
+		probs = append(probs, c.Redis.Source+": Cluster and Sentinel cannot be combined")
+	}
+	if len(c.AllowedHosts) > 0 && c.TenantHostPattern != "" && c.origin["allowed-hosts"] != "VCAP_APPLICATION.application_uris" {
+		bad("allowed-hosts", "set together with TENANT_HOST_PATTERN, which decides the hosts in multitenant mode")
+	}
+	if c.SameSite == "None" && c.SecureCookie == "false" {
+		bad("cookies", "SameSite=None needs Secure cookies, but SECURE_SESSION_COOKIE is false")
+	}
+	if c.SessionTimeout <= 0 {
+		bad("session-timeout", "must be positive")
+	}
+	if c.SessionMaxLifetime < c.SessionTimeout {
+		bad("session-max-lifetime", "%v is shorter than the idle timeout %v", c.SessionMaxLifetime, c.SessionTimeout)
+	}
+	if c.StoreTimeout <= 0 || c.StoreTimeout > 10*time.Second {
+		bad("store-timeout", "%v: must be between 1ms and 10s", c.StoreTimeout)
+	}
+	if c.IDPTimeout <= 0 {
+		bad("idp-timeout", "must be positive")
+	}
+	if c.CallbackPath == c.LogoutPath {
+		bad("logout-path", "%q is also the login callback path", c.LogoutPath)
+	}
+	if c.OIDC.Issuer != "" {
+		if err := idp.CheckIssuer(strings.ReplaceAll(c.OIDC.Issuer, "{tenant}", "tenant")); err != nil {
+			bad("oidc-issuer", "%v", err)
+		}
+		if strings.Contains(c.OIDC.Issuer, "{tenant}") && c.TenantHostPattern == "" {
+			bad("oidc-issuer", "has {tenant} but TENANT_HOST_PATTERN is not set")
+		}
+		if c.OIDC.ClientID == "" {
+			probs = append(probs, "oidc-client-id: required with an issuer (EXTAUTHZ_OIDC_CLIENT_ID)")
+		}
+		if !slices.Contains(c.OIDC.Scopes, "openid") {
+			bad("oidc-scopes", "must include openid")
+		}
+	} else if c.OIDC.ClientID != "" {
+		bad("oidc-client-id", "set without an issuer (EXTAUTHZ_OIDC_ISSUER)")
+	}
+	if r := c.PostLogoutRedirect; !strings.HasPrefix(r, "/") || strings.HasPrefix(r, "//") {
+		if u, err := url.Parse(r); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			bad("post-logout-redirect", "%q: must be a path or an absolute http(s) URL", r)
+		}
+	}
+	return probs
+}
+
+// examplePlaceholder says whether a secret is one that extauthz's own
+// examples and documentation show: published, so never secret.
+func examplePlaceholder(s string) bool {
+	l := strings.ToLower(s)
+	return strings.Contains(l, "change-me") || strings.Contains(l, "changeme") || strings.Contains(l, "quickstart-only-secret") ||
+		strings.Contains(l, "64-random-characters") || strings.Contains(l, "<64+")
+}
