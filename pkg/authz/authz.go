@@ -71,8 +71,9 @@ type Decision struct {
 
 // Providers gives the identity provider of a tenant ("" in single-tenant
 // mode). It is asked only when a login, a refresh or a logout needs one.
+// *idp.Registry is one.
 type Providers interface {
-	Provider(ctx context.Context, tenant string) (Provider, error)
+	Provider(ctx context.Context, tenant string) (idp.Client, error)
 }
 
 // Tenants decides which hosts are served, and their tenant: Resolve
@@ -83,14 +84,6 @@ type Providers interface {
 // x-forwarded-host, which the implementation uses only when trusted.
 type Tenants interface {
 	Resolve(host, forwardedHost string) (canonical, tenant string, err error)
-}
-
-// Provider is the identity provider the engine logs users in with.
-type Provider interface {
-	AuthCodeURL(ctx context.Context, state, nonce, verifier, redirectURI string) (string, error)
-	Exchange(ctx context.Context, code, verifier, redirectURI, nonce string) (*idp.Tokens, error)
-	Refresh(ctx context.Context, refreshToken, subject string) (*idp.Tokens, error)
-	LogoutURL(ctx context.Context, idTokenHint, postLogoutRedirect string) (string, error)
 }
 
 // Options configure the engine.
@@ -179,10 +172,10 @@ func New(sessions *session.Manager, providers Providers, tenants Tenants, opt Op
 }
 
 // StaticProvider serves one provider for every tenant (single-tenant mode).
-type StaticProvider struct{ P Provider }
+type StaticProvider struct{ P idp.Client }
 
 // Provider implements Providers.
-func (s StaticProvider) Provider(context.Context, string) (Provider, error) { return s.P, nil }
+func (s StaticProvider) Provider(context.Context, string) (idp.Client, error) { return s.P, nil }
 
 // in is a request as every decision reads it, parsed once at the door:
 // the host and tenant it was resolved to, and the canonical path. No
@@ -297,7 +290,7 @@ func (e *Engine) public(r *in) *Decision {
 }
 
 // provider is the identity provider of a tenant; nil, nil when none is configured.
-func (e *Engine) provider(ctx context.Context, tenant string) (Provider, error) {
+func (e *Engine) provider(ctx context.Context, tenant string) (idp.Client, error) {
 	if e.providers == nil {
 		return nil, nil
 	}

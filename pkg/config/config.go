@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/extauthz/extauthz/pkg/binding"
+	"github.com/extauthz/extauthz/pkg/policy"
 )
 
 // Config is everything extauthz needs to run.
@@ -56,7 +57,9 @@ type Config struct {
 	Redis        *Redis
 	StoreTimeout time.Duration
 
-	OIDC               OIDC
+	OIDC OIDC
+	// IDP is the identity provider chosen from OIDC, XSUAA and the bindings.
+	IDP                IdentityProvider
 	XSUAA              *binding.XSUAA // from the xsuaa binding
 	TenantHostPattern  string
 	TrustForwardedHost bool
@@ -65,7 +68,9 @@ type Config struct {
 	AllowedHosts        []string
 	TrustForwardedProto bool
 	// XSApp is the xs-app.json to enforce ("" = none); RequireAuthForUnknownRoutes is approuter's flag.
+	// Policy is XSApp compiled (nil without one).
 	XSApp                       string
+	Policy                      *policy.Policy
 	RequireAuthForUnknownRoutes bool
 	IDPTimeout                  time.Duration
 	CallbackPath                string
@@ -213,6 +218,10 @@ func Load(args []string, getenv Getenv, out io.Writer) (*Config, error) {
 		}
 	})
 
+	// 5. What depends on several settings: xs-app.json (its login, logout
+	// and sessionTimeout rank just above the defaults), the identity
+	// provider. Then every check, on the final values.
+	probs = append(probs, c.resolve(apply)...)
 	probs = append(probs, c.Validate()...)
 	if len(probs) > 0 {
 		return nil, probs
@@ -269,12 +278,6 @@ func (c *Config) loadFile(file string, apply func(setting, string, string), repo
 		}
 		apply(settings[i], v, file+": "+k)
 	}
-}
-
-// IssuerFromBinding says whether the OIDC issuer came from an identity
-// (IAS) binding rather than from EXTAUTHZ_OIDC_ISSUER, a flag or the file.
-func (c *Config) IssuerFromBinding() bool {
-	return strings.Contains(c.origin["oidc-issuer"], " identity binding ")
 }
 
 // Origin says where a setting's value came from.

@@ -323,3 +323,14 @@ func TestNginxAddr(t *testing.T) {
 		t.Fatalf("bad --nginx-addr: %v", err)
 	}
 }
+
+func TestCheckIssuer(t *testing.T) {
+	for issuer, ok := range map[string]bool{
+		"https://idp.example": true, "http://127.0.0.1:4444": true, "http://localhost:4444": true, "http://[::1]:1": true,
+		"http://idp.example": false, "ftp://idp.example": false, "idp.example": false, "": false, "http://10.0.0.1": false,
+	} {
+		if err := checkIssuer(issuer); (err == nil) != ok {
+			t.Errorf("checkIssuer(%q) = %v, want ok=%v", issuer, err, ok)
+		}
+	}
+}
