@@ -32,6 +32,10 @@ type Request struct {
 	Path string
 	// Headers with lower-case names; repeated headers joined as the proxy does.
 	Headers map[string]string
+	// Verbatim: the upstream receives the path as sent, not normalised by
+	// a proxy (nginx): a path that is not already canonical is refused
+	// rather than resolved, since the app may resolve it differently.
+	Verbatim bool
 }
 
 // RequestHeaders are the request headers the engine reads (lower-case).
@@ -194,6 +198,9 @@ func (e *Engine) Check(ctx context.Context, r *Request) *Decision {
 		return deny(http.StatusNotFound, "unknown_host", "Not found: this host is not served here.\n")
 	}
 	path, query, err := canonicalPath(r.Path)
+	if raw, _, _ := strings.Cut(r.Path, "?"); err == nil && r.Verbatim && path != raw {
+		err = errBadPath // the canonical form differs from what the app will be sent
+	}
 	if err != nil {
 		d := deny(http.StatusBadRequest, "bad_path", "Bad request: the path is malformed or ambiguous.\n")
 		d.Tenant = tenant
