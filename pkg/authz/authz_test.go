@@ -366,7 +366,7 @@ func TestReturnPathStaysOnHost(t *testing.T) {
 	f := newFixture(t, authz.Options{})
 	for path, want := range map[string]string{
 		"/a/b?c=d": "/a/b?c=d", "//evil.example/x": "/evil.example/x", "/./a/../b?x": "/b?x",
-		"/" + strings.Repeat("a", 3000): "/",
+		"/" + strings.Repeat("a", 600): "/", "/" + strings.Repeat("a", 500): "/" + strings.Repeat("a", 500),
 		"/\\evil.example":               "", "https://evil.example/": "", "*": "", "/%2F%2Fevil.example": "",
 	} {
 		d := f.engine.Check(context.Background(), get(path, ""))

@@ -21,10 +21,12 @@ func (e *Engine) stateCookieName(state string) string {
 	return e.opt.CookieName + "_login_" + state[:10]
 }
 
-// maxReturnTarget bounds the return path kept in the state cookie, so the
-// cookie stays well under the 4 KB browsers keep; a longer target returns
-// to "/".
-const maxReturnTarget = 2048
+// maxReturnTarget bounds the return path kept in the state cookie; a longer
+// target returns to "/". Every login started in a browser sends its cookie
+// to the callback until it expires, so a state cookie stays near 1 KB: it
+// takes some 50 logins started at once (a hostile page opening navigations)
+// before the callback's Cookie header nears Envoy's 60 KiB.
+const maxReturnTarget = 512
 
 // startLogin sends a browser to the identity provider. It writes nothing to
 // the store: the login state goes, sealed, into the state cookie.
