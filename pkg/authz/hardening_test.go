@@ -139,7 +139,7 @@ func TestLogoutOnlyFromTheAppItself(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, authz.Options{})
 	c := f.newSession(t, &sessionpb.Session{AccessToken: "tok"})
-	for _, site := range []string{"cross-site", "same-site", "Cross-Site"} {
+	for _, site := range []string{"cross-site", "same-site", "Cross-Site", "cross-site ", " same-site"} {
 		for _, m := range []string{"GET", "POST"} {
 			r := get("/logout", "JSESSIONID="+c, "sec-fetch-site", site)
 			r.Method = m

@@ -165,7 +165,7 @@ func (e *Engine) logout(ctx context.Context, r *in) *Decision {
 		d.Response = append(d.Response, Header{"allow", "POST"})
 		return d
 	}
-	if site := strings.ToLower(r.headers["sec-fetch-site"]); site == "cross-site" || site == "same-site" {
+	if site := strings.ToLower(strings.TrimSpace(r.headers["sec-fetch-site"])); site == "cross-site" || site == "same-site" {
 		return pageWith(http.StatusForbidden, "logout_cross_site", "Log out?",
 			"Another site asked to log you out of this one. Use the button to log out, or go back.",
 			`<form method="post" action="`+html.EscapeString(e.opt.LogoutPath)+`"><button>Log out</button></form>`+"\n<p><a href=\"/\">Back to the app</a></p>")
