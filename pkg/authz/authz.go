@@ -96,11 +96,11 @@ type Options struct {
 	// SecureCookie: "true" (default), "false" or "auto" (Secure when the
 	// browser came over https: the proxy's scheme, or x-forwarded-proto
 	// when TrustForwardedProto).
-	SecureCookie string
+	SecureCookie session.SecureMode
 	// TrustForwardedProto: x-forwarded-proto says the browser's scheme (only
 	// behind a proxy that sets it and drops the client's).
 	TrustForwardedProto bool
-	SameSite            string // Lax, Strict or None
+	SameSite            http.SameSite // default Lax
 	Partitioned         bool
 
 	CallbackPath       string
@@ -149,10 +149,10 @@ func New(sessions *session.Manager, providers Providers, tenants Tenants, opt Op
 		opt.CookieName = "JSESSIONID"
 	}
 	if opt.SecureCookie == "" {
-		opt.SecureCookie = "true"
+		opt.SecureCookie = session.SecureAlways
 	}
-	if opt.SameSite == "" {
-		opt.SameSite = "Lax"
+	if opt.SameSite == 0 || opt.SameSite == http.SameSiteDefaultMode {
+		opt.SameSite = http.SameSiteLaxMode
 	}
 	if opt.CallbackPath == "" {
 		opt.CallbackPath = "/login/callback"

@@ -12,6 +12,7 @@ import (
 
 	"github.com/extauthz/extauthz/pkg/authz"
 	"github.com/extauthz/extauthz/pkg/policy"
+	"github.com/extauthz/extauthz/pkg/session"
 	"github.com/extauthz/extauthz/pkg/tenant"
 	"github.com/extauthz/extauthz/proto/sessionpb"
 )
@@ -97,7 +98,7 @@ func TestStoreDownFailsClosedAndKeepsTheSession(t *testing.T) {
 // login walks a browser through login start and callback, returning the
 // session cookie value.
 func TestCookieAttributes(t *testing.T) {
-	f := newFixture(t, authz.Options{SecureCookie: "auto", TrustForwardedProto: true, SameSite: "None", Partitioned: true})
+	f := newFixture(t, authz.Options{SecureCookie: session.SecureAuto, TrustForwardedProto: true, SameSite: http.SameSiteNoneMode, Partitioned: true})
 	d := f.engine.Check(context.Background(), &authz.Request{Method: "GET", Scheme: "http", Host: "localhost:8080", Path: "/",
 		Headers: map[string]string{"x-forwarded-proto": "https"}})
 	sc := headers(d, "set-cookie")[0]
@@ -111,7 +112,7 @@ func TestCookieAttributes(t *testing.T) {
 		t.Errorf("redirect_uri %q", got)
 	}
 	// auto believes x-forwarded-proto only from a trusted proxy.
-	f = newFixture(t, authz.Options{SecureCookie: "auto"})
+	f = newFixture(t, authz.Options{SecureCookie: session.SecureAuto})
 	d = f.engine.Check(context.Background(), &authz.Request{Method: "GET", Scheme: "http", Host: "localhost:8080", Path: "/",
 		Headers: map[string]string{"x-forwarded-proto": "https"}})
 	if sc := headers(d, "set-cookie")[0]; strings.Contains(sc, "Secure") {

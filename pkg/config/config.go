@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"slices"
 	"sort"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/extauthz/extauthz/pkg/binding"
 	"github.com/extauthz/extauthz/pkg/policy"
+	"github.com/extauthz/extauthz/pkg/session"
 )
 
 // Config is everything extauthz needs to run.
@@ -47,8 +49,8 @@ type Config struct {
 	SessionTimeout     time.Duration // idle
 	SessionMaxLifetime time.Duration // absolute
 	SessionSecrets     []Secret      // first seals, all open
-	SecureCookie       string        // true, false, auto (from the request's scheme)
-	SameSite           string        // Lax, Strict, None
+	SecureCookie       session.SecureMode
+	SameSite           http.SameSite // Lax (default), Strict or None
 	Partitioned        bool
 	KeyPrefix          string
 	JWTRefresh         time.Duration // refresh this long before expiry; 0 = off

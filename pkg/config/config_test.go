@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/extauthz/extauthz/pkg/session"
 )
 
 var secret64 = strings.Repeat("s", 64)
@@ -37,7 +40,7 @@ func TestDefaults(t *testing.T) {
 	}
 	if c.GRPCAddr != ":9001" || c.AdminAddr != ":9003" || c.CookieName != "JSESSIONID" ||
 		c.SessionTimeout != 15*time.Minute || c.JWTRefresh != 5*time.Minute || c.Redis != nil ||
-		c.SameSite != "Lax" || c.SecureCookie != "true" || c.CallbackPath != "/login/callback" ||
+		c.SameSite != http.SameSiteLaxMode || c.SecureCookie != session.SecureAlways || c.CallbackPath != "/login/callback" ||
 		c.LogoutPath != "/logout" || c.StoreTimeout != 250*time.Millisecond {
 		t.Fatalf("defaults: %+v", c)
 	}
@@ -66,7 +69,7 @@ func TestApprouterEnvironment(t *testing.T) {
 		t.Fatalf("secret from %q", c.Origin("session-secrets"))
 	}
 	if c.SessionTimeout != 30*time.Minute || c.CookieName != "MYSESSION" || c.JWTRefresh != 0 ||
-		c.SecureCookie != "true" || c.SameSite != "None" || !c.Partitioned {
+		c.SecureCookie != session.SecureAlways || c.SameSite != http.SameSiteNoneMode || !c.Partitioned {
 		t.Fatalf("approuter variables not applied: %+v", c)
 	}
 }
