@@ -45,9 +45,9 @@ const (
 
 // Route is one compiled routes[] entry.
 type Route struct {
-	Index   int
-	Source  *regexp.Regexp
-	Methods []string // empty: every method
+	Index    int
+	Source   *regexp.Regexp
+	Methods  []string // empty: every method
 	AuthType AuthType
 	// Scopes by method ("" = default); nil: no scope needed.
 	Scopes map[string][]string
