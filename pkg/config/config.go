@@ -1,6 +1,11 @@
-// Package config builds extauthz's one typed configuration from, lowest to
-// highest: defaults, a YAML file (--config), environment variables (approuter's
-// names and EXTAUTHZ_*), service bindings (VCAP_SERVICES), and flags.
+// Package config builds extauthz's one typed configuration, in one place:
+// Load reads every source, lowest to highest — defaults, xs-app.json (its
+// login, logout and sessionTimeout), a YAML file (--config), approuter's
+// environment (EXT_SESSION_MGT and the service bindings, VCAP_APPLICATION),
+// environment variables (approuter's names and EXTAUTHZ_*, then <ENV>_FILE),
+// flags —, resolves what depends on several settings (the identity
+// provider), and validates the result, reporting every problem at once with
+// its source. Nothing after Load changes a setting.
 package config
 
 import (
