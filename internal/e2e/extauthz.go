@@ -103,12 +103,6 @@ func (x *Extauthz) Start() error {
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"),
 		"EXTAUTHZ_GRPC_ADDR=" + x.GRPCAddr, "EXTAUTHZ_HTTP_ADDR=" + x.HTTPAddr, "EXTAUTHZ_ADMIN_ADDR=" + x.AdminAddr,
 		"EXTAUTHZ_NGINX_ADDR=" + x.NginxAddr}
-	if _, set := x.env["SECURE_SESSION_COOKIE"]; !set {
-		// The test browser talks plain http to app.localhost, and Go's
-		// cookie jar (unlike a real browser on localhost) keeps Secure
-		// cookies for https only.
-		cmd.Env = append(cmd.Env, "SECURE_SESSION_COOKIE=false")
-	}
 	for k, v := range x.env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}

@@ -175,9 +175,7 @@ func secureCookies(h http.Header) (secure, insecure []string) {
 // proxy declared trusted.
 func TestSecureCookie(t *testing.T) {
 	t.Parallel()
-	// The harness sets SECURE_SESSION_COOKIE=false unless told otherwise (its
-	// browser talks plain http); the default is checked on a process started
-	// without it.
+	// The default is checked on a process started outside the harness too.
 	defAddrs := startBare(t, nil)
 	def := start(t, "secure-true", "SECURE_SESSION_COOKIE", "true")
 	auto := start(t, "secure-auto", "SECURE_SESSION_COOKIE", "auto")
@@ -235,7 +233,9 @@ func TestSecureCookie(t *testing.T) {
 	}
 	// The session cookie of a login with SECURE_SESSION_COOKIE=true is Secure.
 	b := e2e.NewBrowser("secure@example.com", def.Extauthz, hydra)
+	hydraMu.Lock()
 	_, hops, err := b.NavigateUntil(context.Background(), app+"/x", func(u *url.URL) bool { return u.Path == "/login/callback" })
+	hydraMu.Unlock()
 	if err != nil {
 		t.Fatal(err)
 	}
