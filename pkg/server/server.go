@@ -14,7 +14,6 @@ import (
 	"runtime"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -41,8 +40,9 @@ type Options struct {
 	Register    func(grpc.ServiceRegistrar)
 	GRPCOptions []grpc.ServerOption
 	// Ready reports whether the session store answers.
-	Ready   func(ctx context.Context) error
-	Metrics *Metrics
+	Ready func(ctx context.Context) error
+	// Metrics serves /metrics on the admin listener.
+	Metrics http.Handler
 	// ShutdownTimeout bounds the drain of in-flight checks.
 	ShutdownTimeout time.Duration
 	// ReadyInterval is how often the gRPC health status follows Ready (default 2s).
@@ -95,7 +95,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Metrics.Registry, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", o.Metrics)
 	if o.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

@@ -47,7 +47,7 @@ func start(t *testing.T, auth authv3.AuthorizationServer, shutdown time.Duration
 	go func() {
 		done <- Run(ctx, Options{
 			GRPC: g, HTTP: listen(t), HTTPHandler: http.NotFoundHandler(), Admin: listen(t), Register: func(r grpc.ServiceRegistrar) { authv3.RegisterAuthorizationServer(r, auth) }, Ready: func(context.Context) error { return nil },
-			Metrics: NewMetrics(), ShutdownTimeout: shutdown, Log: slog.New(slog.NewTextHandler(t.Output(), nil)),
+			Metrics: http.NotFoundHandler(), ShutdownTimeout: shutdown, Log: slog.New(slog.NewTextHandler(t.Output(), nil)),
 		})
 	}()
 	return g, cancel, done
@@ -106,7 +106,7 @@ func TestListenerErrorIsReturned(t *testing.T) {
 	g.Close() // a broken listener
 	err := Run(context.Background(), Options{
 		GRPC: g, HTTP: listen(t), HTTPHandler: http.NotFoundHandler(), Admin: listen(t), Register: func(r grpc.ServiceRegistrar) { authv3.RegisterAuthorizationServer(r, &slowAuth{}) }, Ready: func(context.Context) error { return nil },
-		Metrics: NewMetrics(), ShutdownTimeout: time.Second, Log: slog.New(slog.NewTextHandler(t.Output(), nil)),
+		Metrics: http.NotFoundHandler(), ShutdownTimeout: time.Second, Log: slog.New(slog.NewTextHandler(t.Output(), nil)),
 	})
 	if err == nil || !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("Run = %v, want the listener's error", err)
@@ -124,7 +124,7 @@ func TestNginxListener(t *testing.T) {
 			GRPC: listen(t), HTTP: h, HTTPHandler: http.NotFoundHandler(), Admin: listen(t),
 			Nginx: n, NginxHandler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusTeapot) }),
 			Register: func(r grpc.ServiceRegistrar) { authv3.RegisterAuthorizationServer(r, &slowAuth{}) }, Ready: func(context.Context) error { return nil },
-			Metrics: NewMetrics(), ShutdownTimeout: time.Second, Log: slog.New(slog.NewTextHandler(t.Output(), nil)),
+			Metrics: http.NotFoundHandler(), ShutdownTimeout: time.Second, Log: slog.New(slog.NewTextHandler(t.Output(), nil)),
 		})
 	}()
 	for l, want := range map[net.Listener]int{n: http.StatusTeapot, h: http.StatusNotFound} {

@@ -1,4 +1,4 @@
-package server
+package metrics
 
 import (
 	"fmt"
@@ -15,7 +15,7 @@ import (
 // would, and returns them by tenant label.
 func checkSeries(t *testing.T, m *Metrics) (int, map[string]int) {
 	t.Helper()
-	families, err := m.Registry.Gather()
+	families, err := m.registry.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +47,7 @@ func heapInUse() uint64 {
 // anonymous traffic of issue 11 (each once a permanent series), add no
 // series and no memory.
 func TestRandomTenantsAddNoSeries(t *testing.T) {
-	m := NewMetrics()
+	m := New(Options{})
 	observe := func(tenant string, verified bool, status int, reason string) {
 		m.ObserveCheck(&authz.Decision{Status: status, Reason: reason, Tenant: tenant, TenantVerified: verified}, time.Millisecond)
 	}
@@ -80,7 +80,7 @@ func TestRandomTenantsAddNoSeries(t *testing.T) {
 // TestTenantLabelCap: verified tenants are named up to MaxTenants, first
 // come; later ones share the overflow value; named ones stay named.
 func TestTenantLabelCap(t *testing.T) {
-	m := NewMetricsWith(MetricsOptions{MaxTenants: 3})
+	m := New(Options{MaxTenants: 3})
 	c := m.checks
 	label := func(tenant string, verified bool) string {
 		return c.tenantLabel(&authz.Decision{Tenant: tenant, TenantVerified: verified})
@@ -112,7 +112,7 @@ func TestTenantLabelCap(t *testing.T) {
 // TestLabelSetCap: should reasons or statuses ever vary with the request,
 // the label sets stop at their cap and the rest is counted as overflow.
 func TestLabelSetCap(t *testing.T) {
-	m := NewMetricsWith(MetricsOptions{MaxTenants: 1})
+	m := New(Options{MaxTenants: 1})
 	for i := range 10_000 {
 		m.ObserveCheck(&authz.Decision{Status: 400 + i%200, Reason: fmt.Sprint("r", i)}, 0)
 	}
@@ -124,7 +124,7 @@ func TestLabelSetCap(t *testing.T) {
 
 // TestObserveCheckConcurrently: admissions race safely (run with -race).
 func TestObserveCheckConcurrently(t *testing.T) {
-	m := NewMetricsWith(MetricsOptions{MaxTenants: 10})
+	m := New(Options{MaxTenants: 10})
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Go(func() {

@@ -1,4 +1,4 @@
-package server
+package metrics
 
 import (
 	"strconv"
@@ -30,8 +30,8 @@ const (
 // DefaultMaxTenants is how many verified tenants get their own label value.
 const DefaultMaxTenants = 500
 
-// MetricsOptions configure NewMetricsWith.
-type MetricsOptions struct {
+// Options configure New.
+type Options struct {
 	// MaxTenants bounds the tenants named in labels (<= 0: DefaultMaxTenants).
 	MaxTenants int
 }
