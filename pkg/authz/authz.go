@@ -50,9 +50,8 @@ type Decision struct {
 	// Allow: forward upstream. Otherwise answer the client with Status.
 	Allow  bool
 	Status int
-	// Reason is a short, fixed label for metrics and logs ("session",
-	// "login_redirect", "store_unavailable", ...).
-	Reason string
+	// Reason is why: a fixed label for metrics and logs.
+	Reason Reason
 	// Upstream headers to set and to remove (Allow only).
 	Upstream []Header
 	Remove   []string
@@ -198,11 +197,11 @@ type in struct {
 func (e *Engine) Check(ctx context.Context, r *Request) *Decision {
 	host, tenant, err := e.tenants.Resolve(r.Host, r.Headers["x-forwarded-host"])
 	if err != nil {
-		return deny(http.StatusNotFound, "unknown_host", "Not found: this host is not served here.\n")
+		return deny(http.StatusNotFound, ReasonUnknownHost, "Not found: this host is not served here.\n")
 	}
 	path, query, err := canonicalPath(r.Path)
 	if err != nil {
-		d := deny(http.StatusBadRequest, "bad_path", "Bad request: the path is malformed or ambiguous.\n")
+		d := deny(http.StatusBadRequest, ReasonBadPath, "Bad request: the path is malformed or ambiguous.\n")
 		d.Tenant = tenant
 		return d
 	}
@@ -225,21 +224,21 @@ func (e *Engine) check(ctx context.Context, r *in) *Decision {
 		case route != nil && route.Public():
 			return e.public(r)
 		case route == nil && !e.opt.Policy.RequireAuthForUnknownRoutes:
-			return deny(http.StatusNotFound, "no_route", "Not found.\n")
+			return deny(http.StatusNotFound, ReasonNoRoute, "Not found.\n")
 		}
 	}
 	cookie := cookieValue(r.headers["cookie"], e.opt.CookieName)
 	if cookie == "" {
-		return e.unauthenticated(ctx, r, "no_session")
+		return e.unauthenticated(ctx, r, ReasonNoSession)
 	}
 	s, err := e.sessions.Load(ctx, cookie, r.tenant)
 	switch {
 	case errors.Is(err, session.ErrNoSession):
 		e.log.DebugContext(ctx, "session cookie does not open a session", "reason", err)
-		return e.unauthenticated(ctx, r, "invalid_session")
+		return e.unauthenticated(ctx, r, ReasonInvalidSession)
 	case errors.Is(err, session.ErrOtherTenant):
 		e.log.InfoContext(ctx, "session of another tenant refused", "tenant", r.tenant)
-		return deny(http.StatusForbidden, "other_tenant", "Forbidden: you cannot use a session from another tenant.\n")
+		return deny(http.StatusForbidden, ReasonOtherTenant, "Forbidden: you cannot use a session from another tenant.\n")
 	case err != nil:
 		return e.storeError(ctx, err)
 	}
@@ -256,7 +255,7 @@ func (e *Engine) decide(ctx context.Context, r *in, route *policy.Route, s *sess
 	}
 	if e.opt.Policy != nil {
 		if route == nil {
-			return deny(http.StatusNotFound, "no_route", "Not found.\n") // REQUIRE_AUTH_FOR_UNKNOWN_ROUTES: authenticated first
+			return deny(http.StatusNotFound, ReasonNoRoute, "Not found.\n") // REQUIRE_AUTH_FOR_UNKNOWN_ROUTES: authenticated first
 		}
 		if d := e.authorize(r, route, s); d != nil {
 			return d
@@ -274,13 +273,13 @@ func (e *Engine) authorize(r *in, route *policy.Route, s *session.Session) *Deci
 	if need, restricted := route.ScopesFor(r.method); restricted && !slices.ContainsFunc(need, func(sc string) bool {
 		return slices.Contains(s.Record.GetScopes(), sc)
 	}) {
-		return deny(http.StatusForbidden, "missing_scope", "Forbidden: you lack the authorization (scope) this page needs.\n")
+		return deny(http.StatusForbidden, ReasonMissingScope, "Forbidden: you lack the authorization (scope) this page needs.\n")
 	}
 	if route.NeedsCSRF(r.method) {
 		want := s.Record.GetCsrfToken()
 		got := r.headers["x-csrf-token"]
 		if want == "" || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
-			d := deny(http.StatusForbidden, "csrf", "Forbidden: CSRF token validation failed.\n")
+			d := deny(http.StatusForbidden, ReasonCSRF, "Forbidden: CSRF token validation failed.\n")
 			d.Response = append(d.Response, Header{"x-csrf-token", "Required"})
 			return d
 		}
@@ -291,7 +290,7 @@ func (e *Engine) authorize(r *in, route *policy.Route, s *session.Session) *Deci
 // public lets a request to a public route through without a session, and
 // without the session cookie.
 func (e *Engine) public(r *in) *Decision {
-	d := &Decision{Allow: true, Status: http.StatusOK, Reason: "public_route"}
+	d := &Decision{Allow: true, Status: http.StatusOK, Reason: ReasonPublicRoute}
 	e.stripSessionCookie(d, r)
 	return d
 }
@@ -308,7 +307,7 @@ func (e *Engine) provider(ctx context.Context, tenant string) (Provider, error) 
 // cookie.
 func (e *Engine) allow(r *in, s *session.Session) *Decision {
 	d := &Decision{
-		Allow: true, Status: http.StatusOK, Reason: "session",
+		Allow: true, Status: http.StatusOK, Reason: ReasonSession,
 		Upstream: []Header{{"authorization", "Bearer " + s.Record.GetAccessToken()}},
 	}
 	e.stripSessionCookie(d, r)
@@ -331,7 +330,7 @@ func (e *Engine) stripSessionCookie(d *Decision, r *in) {
 
 // unauthenticated answers a request without a usable session: a browser
 // navigation goes to the login, anything else gets 401.
-func (e *Engine) unauthenticated(ctx context.Context, r *in, reason string) *Decision {
+func (e *Engine) unauthenticated(ctx context.Context, r *in, reason Reason) *Decision {
 	if !isNavigation(r) {
 		return deny(http.StatusUnauthorized, reason, "Unauthorized: no valid session. Log in again.\n")
 	}
@@ -360,19 +359,19 @@ func isNavigation(r *in) bool {
 
 func (e *Engine) storeError(ctx context.Context, err error) *Decision {
 	e.log.WarnContext(ctx, "session store unavailable", "error", err)
-	d := deny(http.StatusServiceUnavailable, "store_unavailable", "Service unavailable: the session store cannot be reached. Try again shortly.\n")
+	d := deny(http.StatusServiceUnavailable, ReasonStoreUnavailable, "Service unavailable: the session store cannot be reached. Try again shortly.\n")
 	d.Response = append(d.Response, Header{"retry-after", "1"})
 	return d
 }
 
-func deny(status int, reason, body string) *Decision {
+func deny(status int, reason Reason, body string) *Decision {
 	return &Decision{
 		Status: status, Reason: reason, Body: body,
 		Response: []Header{{"content-type", "text/plain; charset=utf-8"}, {"cache-control", "no-store"}},
 	}
 }
 
-func redirect(reason, location string, cookies ...string) *Decision {
+func redirect(reason Reason, location string, cookies ...string) *Decision {
 	d := &Decision{
 		Status: http.StatusFound, Reason: reason,
 		Response: []Header{{"location", location}, {"cache-control", "no-store"}},
