@@ -137,6 +137,7 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 		Timeouts:        server.Timeouts{ReadHeader: cfg.HTTPReadHeaderTimeout, Idle: cfg.HTTPIdleTimeout},
 		Ready:           store.Ping,
 		Metrics:         metrics.Handler(),
+		DrainDelay:      cfg.DrainDelay,
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		Pprof:           cfg.Pprof,
 		Log:             log,

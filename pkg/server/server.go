@@ -1,6 +1,7 @@
 // Package server runs extauthz's listeners: the ext_authz gRPC service with
-// health and reflection, and the admin HTTP listener (/healthz, /readyz,
-// /metrics). Both drain on context cancel, within a deadline.
+// health and reflection, the HTTP ones, and the admin HTTP listener
+// (/healthz, /readyz, /metrics). On context cancel readiness fails first,
+// a drain delay passes, then they drain within a deadline.
 package server
 
 import (
@@ -12,6 +13,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -43,6 +45,11 @@ type Options struct {
 	Ready func(ctx context.Context) error
 	// Metrics serves /metrics on the admin listener.
 	Metrics http.Handler
+	// DrainDelay is how long, once ctx is canceled, readiness fails
+	// (/readyz 503, gRPC health NOT_SERVING) while checks are still
+	// answered, before the listeners close: the time Kubernetes and Envoy
+	// take to stop sending (0: none).
+	DrainDelay time.Duration
 	// ShutdownTimeout bounds the drain of in-flight checks.
 	ShutdownTimeout time.Duration
 	// ReadyInterval is how often the gRPC health status follows Ready (default 2s).
@@ -61,9 +68,11 @@ type Options struct {
 // authService is the health-checked service name Envoy's grpc_health_check uses.
 const authService = "envoy.service.auth.v3.Authorization"
 
-// Run serves until ctx is canceled, then stops accepting, lets in-flight
-// checks finish within ShutdownTimeout, and returns nil. A listener failing
-// returns its error.
+// Run serves until ctx is canceled, then: readiness fails (/readyz 503,
+// gRPC health NOT_SERVING) while checks are still answered for DrainDelay;
+// then the check listeners stop accepting and in-flight checks finish
+// within ShutdownTimeout; then the admin listener closes and Run returns
+// nil. A listener failing returns its error (without the drain delay).
 func Run(ctx context.Context, o Options) error {
 	if o.ReadyInterval <= 0 {
 		o.ReadyInterval = 2 * time.Second
@@ -75,6 +84,7 @@ func Run(ctx context.Context, o Options) error {
 		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
 	}, o.GRPCOptions...)...)
 	o.Register(gs)
+	var stopping atomic.Bool // readiness fails from the first moment of the shutdown
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
@@ -88,6 +98,11 @@ func Run(ctx context.Context, o Options) error {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		w.Header().Set("content-type", "text/plain; charset=utf-8")
+		if stopping.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "not ready: shutting down")
+			return
+		}
 		if err := o.Ready(ctx); err != nil {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			fmt.Fprintf(w, "not ready: session store: %v\n", err)
@@ -137,8 +152,15 @@ func Run(ctx context.Context, o Options) error {
 	g.Go(func() error { followReadiness(gctx, hs, o.Ready, o.ReadyInterval); return nil })
 	g.Go(func() error {
 		<-gctx.Done()
-		o.Log.Info("shutting down: draining in-flight checks", "deadline", o.ShutdownTimeout)
-		hs.Shutdown() // health NOT_SERVING: Envoy stops sending new checks
+		stopping.Store(true)
+		hs.Shutdown() // health NOT_SERVING, and it stays so: Envoy stops sending new checks
+		if ctx.Err() != nil && o.DrainDelay > 0 {
+			// Asked to stop (SIGTERM): keep answering while Kubernetes takes
+			// the pod out of the endpoints and Envoy's health checks see it.
+			o.Log.Info("shutting down: not ready; still answering checks for the drain delay", "drain_delay", o.DrainDelay)
+			time.Sleep(o.DrainDelay)
+		}
+		o.Log.Info("shutting down: closing the listeners; draining in-flight checks", "deadline", o.ShutdownTimeout)
 		deadline, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.ShutdownTimeout)
 		defer cancel()
 		drained := make(chan struct{})
