@@ -116,9 +116,6 @@ type Options struct {
 	// RefreshLockTTL bounds how long one refresh may hold the session's lock
 	// (default 10s); keep it above the IdP timeout.
 	RefreshLockTTL time.Duration
-	// RefreshWait bounds how long a request with an expired token waits for
-	// another request's refresh (default 3s).
-	RefreshWait time.Duration
 	// Policy is xs-app.json's routes: public routes, scopes, CSRF. nil:
 	// every path needs a session, no scope, no CSRF check.
 	Policy *policy.Policy
@@ -167,9 +164,6 @@ func New(sessions *session.Manager, providers Providers, tenants Tenants, opt Op
 	}
 	if opt.RefreshLockTTL <= 0 {
 		opt.RefreshLockTTL = 10 * time.Second
-	}
-	if opt.RefreshWait <= 0 {
-		opt.RefreshWait = 3 * time.Second
 	}
 	if opt.Now == nil {
 		opt.Now = time.Now

@@ -149,10 +149,14 @@ func (e *Engine) waitForRefresh(ctx context.Context, r *in, s *session.Session) 
 
 var errRefreshWait = errors.New("no new token within the wait")
 
+// refreshWait bounds how long a request with an expired token waits for
+// another request's refresh.
+const refreshWait = 3 * time.Second
+
 // pollRefresh reads the session every 50 ms until its access token changes,
-// for at most RefreshWait.
+// for at most refreshWait.
 func (e *Engine) pollRefresh(ctx context.Context, s *session.Session) (*session.Session, error) {
-	deadline := time.NewTimer(e.opt.RefreshWait)
+	deadline := time.NewTimer(refreshWait)
 	defer deadline.Stop()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()

@@ -52,8 +52,6 @@ type Options struct {
 	DrainDelay time.Duration
 	// ShutdownTimeout bounds the drain of in-flight checks.
 	ShutdownTimeout time.Duration
-	// ReadyInterval is how often the gRPC health status follows Ready (default 2s).
-	ReadyInterval time.Duration
 	// Pprof serves /debug/pprof on the admin listener.
 	Pprof bool
 	Log   *slog.Logger
@@ -65,6 +63,9 @@ type Options struct {
 	Timeouts Timeouts
 }
 
+// readyInterval is how often the gRPC health status follows Ready.
+const readyInterval = 2 * time.Second
+
 // authService is the health-checked service name Envoy's grpc_health_check uses.
 const authService = "envoy.service.auth.v3.Authorization"
 
@@ -74,9 +75,6 @@ const authService = "envoy.service.auth.v3.Authorization"
 // within ShutdownTimeout; then the admin listener closes and Run returns
 // nil. A listener failing returns its error (without the drain delay).
 func Run(ctx context.Context, o Options) error {
-	if o.ReadyInterval <= 0 {
-		o.ReadyInterval = 2 * time.Second
-	}
 	gs := grpc.NewServer(append([]grpc.ServerOption{
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		// Checks run on a few long-lived goroutines instead of a new goroutine
@@ -149,7 +147,7 @@ func Run(ctx context.Context, o Options) error {
 			return nil
 		})
 	}
-	g.Go(func() error { followReadiness(gctx, hs, o.Ready, o.ReadyInterval); return nil })
+	g.Go(func() error { followReadiness(gctx, hs, o.Ready, readyInterval); return nil })
 	g.Go(func() error {
 		<-gctx.Done()
 		stopping.Store(true)

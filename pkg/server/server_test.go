@@ -190,8 +190,8 @@ func TestShutdownForRollingUpdates(t *testing.T) {
 			GRPC: g, HTTP: h, Admin: a,
 			HTTPHandler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }),
 			Register:    func(r grpc.ServiceRegistrar) { authv3.RegisterAuthorizationServer(r, auth) },
-			Ready:       func(context.Context) error { return nil }, ReadyInterval: 20 * time.Millisecond,
-			Metrics: http.NotFoundHandler(), DrainDelay: drainDelay, ShutdownTimeout: 5 * time.Second,
+			Ready:       func(context.Context) error { return nil },
+			Metrics:     http.NotFoundHandler(), DrainDelay: drainDelay, ShutdownTimeout: 5 * time.Second,
 			Log: slog.New(slog.NewTextHandler(t.Output(), nil)),
 		})
 	}()
