@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -437,6 +438,16 @@ func TestKyma(t *testing.T) {
 	cfg := loadEnv(t, "deployment.yaml", env)
 	if cfg.Redis == nil || cfg.Redis.Addrs[0] != "redis.internal:6379" {
 		t.Fatalf("the Deployment's EXT_SESSION_MGT does not find the redis binding: %+v", cfg.Redis)
+	}
+	// SIGTERM to exit takes the drain delay, then at most the shutdown
+	// timeout (and a second for the admin listener): Kubernetes must not
+	// SIGKILL before.
+	grace := time.Duration(30) * time.Second // Kubernetes' default
+	if pod.TerminationGracePeriodSeconds != nil {
+		grace = time.Duration(*pod.TerminationGracePeriodSeconds) * time.Second
+	}
+	if need := cfg.DrainDelay + cfg.ShutdownTimeout + time.Second; grace <= need {
+		t.Errorf("terminationGracePeriodSeconds %v, not above drain delay %v + shutdown timeout %v + 1s", grace, cfg.DrainDelay, cfg.ShutdownTimeout)
 	}
 }
 
