@@ -67,9 +67,11 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 	if err != nil {
 		return err
 	}
-	pol, err := loadPolicy(cfg, log)
-	if err != nil {
-		return err
+	if p := cfg.Policy; p != nil {
+		log.Info("xs-app.json", "file", cfg.XSApp, "routes", len(p.Routes), "public", p.Public)
+		if len(p.Ignored) > 0 {
+			log.Info("xs-app.json fields left to Envoy (routing and proxying)", "fields", strings.Join(p.Ignored, ", "))
+		}
 	}
 	sessions := session.NewManager(store, keys, session.Options{
 		Prefix: cfg.KeyPrefix, IdleTimeout: cfg.SessionTimeout, MaxLifetime: cfg.SessionMaxLifetime,
@@ -97,7 +99,7 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 		SameSite: cfg.SameSite, Partitioned: cfg.Partitioned,
 		CallbackPath: cfg.CallbackPath, LogoutPath: cfg.LogoutPath, PostLogoutRedirect: cfg.PostLogoutRedirect,
 		RefreshAhead: cfg.JWTRefresh, RefreshLockTTL: cfg.IDPTimeout + 5*time.Second,
-		Policy: pol, LogoutMethod: logoutMethod(pol),
+		Policy: cfg.Policy, LogoutMethod: logoutMethod(cfg.Policy),
 	}, log)
 
 	var lc net.ListenConfig
@@ -142,40 +144,6 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 	})
 }
 
-// loadPolicy compiles xs-app.json, if any, and lets its login, logout and
-// sessionTimeout settings fill what no other source set.
-func loadPolicy(cfg *config.Config, log *slog.Logger) (*policy.Policy, error) {
-	if cfg.XSApp == "" {
-		return nil, nil
-	}
-	xsappname := ""
-	if cfg.XSUAA != nil {
-		xsappname = cfg.XSUAA.XSAppName
-	}
-	p, err := policy.LoadFile(cfg.XSApp, xsappname, cfg.RequireAuthForUnknownRoutes)
-	if err != nil {
-		return nil, err
-	}
-	unset := func(name string) bool { return strings.HasPrefix(cfg.Origin(name), "default ") }
-	if p.CallbackEndpoint != "" && unset("login-callback-path") {
-		cfg.CallbackPath = p.CallbackEndpoint
-	}
-	if p.LogoutEndpoint != "" && unset("logout-path") {
-		cfg.LogoutPath = p.LogoutEndpoint
-	}
-	if p.LogoutPage != "" && unset("post-logout-redirect") {
-		cfg.PostLogoutRedirect = p.LogoutPage
-	}
-	if p.SessionTimeout > 0 && unset("session-timeout") {
-		cfg.SessionTimeout = time.Duration(p.SessionTimeout) * time.Minute
-	}
-	log.Info("xs-app.json", "file", cfg.XSApp, "routes", len(p.Routes), "public", p.Public)
-	if len(p.Ignored) > 0 {
-		log.Info("xs-app.json fields left to Envoy (routing and proxying)", "fields", strings.Join(p.Ignored, ", "))
-	}
-	return p, nil
-}
-
 func logoutMethod(p *policy.Policy) string {
 	if p == nil {
 		return http.MethodGet
@@ -183,53 +151,40 @@ func logoutMethod(p *policy.Policy) string {
 	return p.LogoutMethod
 }
 
-// registrySource serves a tenant's provider from a registry.
-type registrySource struct{ r *idp.Registry }
-
-func (s registrySource) Provider(ctx context.Context, tenant string) (authz.Provider, error) {
-	return s.r.Get(ctx, tenant)
-}
-
-// newProviders picks the identity provider: EXTAUTHZ_OIDC_ISSUER when set
-// explicitly, else the xsuaa binding, else the identity (IAS) binding. Per
-// tenant when the issuer has {tenant}, XSUAA is in shared tenant mode, or
-// an IAS binding is used with TENANT_HOST_PATTERN. nil: no login.
+// newProviders builds the identity provider config.Load chose: one for
+// every tenant, or one per tenant, built on first use and kept in a
+// registry. nil: nobody can log in.
 func newProviders(cfg *config.Config, log *slog.Logger) (authz.Providers, error) {
-	o := cfg.OIDC
-	explicit := o.Issuer != "" && !cfg.IssuerFromBinding()
-	oidcFor := func(issuer string) (idp.Client, error) {
-		return idp.New(idp.Config{Issuer: issuer, ClientID: o.ClientID, ClientSecret: string(o.ClientSecret), Scopes: o.Scopes,
-			Timeout: cfg.IDPTimeout, ScopeClaim: o.ScopeClaim, ClientAuth: o.ClientAuth})
-	}
-	switch {
-	case cfg.XSUAA != nil && !explicit:
-		x := *cfg.XSUAA
-		log.Info("identity provider: xsuaa", "binding", cfg.Origin("xsuaa"), "url", x.URL, "tenantmode", x.TenantMode, "credential_type", x.CredentialType)
-		if _, err := idp.NewXSUAA(idp.XSUAAConfig{Credentials: x, Timeout: cfg.IDPTimeout}); err != nil {
-			return nil, fmt.Errorf("%s: %w", cfg.Origin("xsuaa"), err)
-		}
-		return registrySource{idp.NewRegistry(func(tenant string) (idp.Client, error) {
-			return idp.NewXSUAA(idp.XSUAAConfig{Credentials: x, Tenant: tenant, Timeout: cfg.IDPTimeout})
-		}, 0, 0)}, nil
-	case o.Issuer == "":
+	o, p := cfg.OIDC, cfg.IDP
+	var build func(tenant string) (idp.Client, error)
+	switch p.Kind {
+	case config.NoIDP:
 		log.Warn("no identity provider configured (EXTAUTHZ_OIDC_ISSUER, or an xsuaa or identity binding): requests without a session get 401")
 		return nil, nil
+	case config.XSUAAProvider:
+		x := *p.XSUAA
+		log.Info("identity provider: xsuaa", "binding", p.Source, "url", x.URL, "tenantmode", x.TenantMode, "credential_type", x.CredentialType)
+		if _, err := idp.NewXSUAA(idp.XSUAAConfig{Credentials: x, Timeout: cfg.IDPTimeout}); err != nil {
+			return nil, fmt.Errorf("%s: %w", p.Source, err)
+		}
+		build = func(tenant string) (idp.Client, error) {
+			return idp.NewXSUAA(idp.XSUAAConfig{Credentials: x, Tenant: tenant, Timeout: cfg.IDPTimeout})
+		}
+	case config.OIDCProvider:
+		log.Info("identity provider: oidc", "issuer", p.Issuer, "source", p.Source, "client_id", o.ClientID)
+		build = func(tenant string) (idp.Client, error) {
+			return idp.New(idp.Config{Issuer: strings.ReplaceAll(p.Issuer, "{tenant}", tenant), ClientID: o.ClientID,
+				ClientSecret: string(o.ClientSecret), Scopes: o.Scopes, Timeout: cfg.IDPTimeout, ScopeClaim: o.ScopeClaim, ClientAuth: o.ClientAuth})
+		}
 	}
-	template := o.Issuer
-	if !explicit && o.IASDomain != "" && cfg.TenantHostPattern != "" {
-		template = "https://{tenant}." + o.IASDomain
-	}
-	log.Info("identity provider: oidc", "issuer", template, "client_id", o.ClientID)
-	if !strings.Contains(template, "{tenant}") {
-		p, err := oidcFor(template)
+	if !p.PerTenant() {
+		c, err := build("")
 		if err != nil {
 			return nil, fmt.Errorf("identity provider: %w", err)
 		}
-		return authz.StaticProvider{P: p}, nil
+		return authz.StaticProvider{P: c}, nil
 	}
-	return registrySource{idp.NewRegistry(func(tenant string) (idp.Client, error) {
-		return oidcFor(strings.ReplaceAll(template, "{tenant}", tenant))
-	}, 0, 0)}, nil
+	return idp.NewRegistry(build, 0, 0), nil
 }
 
 func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {

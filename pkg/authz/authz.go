@@ -32,6 +32,10 @@ type Request struct {
 	Path string
 	// Headers with lower-case names; repeated headers joined as the proxy does.
 	Headers map[string]string
+	// Verbatim: the upstream receives the path as sent, not normalised by
+	// a proxy (nginx): a path that is not already canonical is refused
+	// rather than resolved, since the app may resolve it differently.
+	Verbatim bool
 }
 
 // RequestHeaders are the request headers the engine reads (lower-case).
@@ -71,8 +75,9 @@ type Decision struct {
 
 // Providers gives the identity provider of a tenant ("" in single-tenant
 // mode). It is asked only when a login, a refresh or a logout needs one.
+// *idp.Registry is one.
 type Providers interface {
-	Provider(ctx context.Context, tenant string) (Provider, error)
+	Provider(ctx context.Context, tenant string) (idp.Client, error)
 }
 
 // Tenants decides which hosts are served, and their tenant: Resolve
@@ -85,25 +90,17 @@ type Tenants interface {
 	Resolve(host, forwardedHost string) (canonical, tenant string, err error)
 }
 
-// Provider is the identity provider the engine logs users in with.
-type Provider interface {
-	AuthCodeURL(ctx context.Context, state, nonce, verifier, redirectURI string) (string, error)
-	Exchange(ctx context.Context, code, verifier, redirectURI, nonce string) (*idp.Tokens, error)
-	Refresh(ctx context.Context, refreshToken, subject string) (*idp.Tokens, error)
-	LogoutURL(ctx context.Context, idTokenHint, postLogoutRedirect string) (string, error)
-}
-
 // Options configure the engine.
 type Options struct {
 	CookieName string
 	// SecureCookie: "true" (default), "false" or "auto" (Secure when the
 	// browser came over https: the proxy's scheme, or x-forwarded-proto
 	// when TrustForwardedProto).
-	SecureCookie string
+	SecureCookie session.SecureMode
 	// TrustForwardedProto: x-forwarded-proto says the browser's scheme (only
 	// behind a proxy that sets it and drops the client's).
 	TrustForwardedProto bool
-	SameSite            string // Lax, Strict or None
+	SameSite            http.SameSite // default Lax
 	Partitioned         bool
 
 	CallbackPath       string
@@ -152,10 +149,10 @@ func New(sessions *session.Manager, providers Providers, tenants Tenants, opt Op
 		opt.CookieName = "JSESSIONID"
 	}
 	if opt.SecureCookie == "" {
-		opt.SecureCookie = "true"
+		opt.SecureCookie = session.SecureAlways
 	}
-	if opt.SameSite == "" {
-		opt.SameSite = "Lax"
+	if opt.SameSite == 0 || opt.SameSite == http.SameSiteDefaultMode {
+		opt.SameSite = http.SameSiteLaxMode
 	}
 	if opt.CallbackPath == "" {
 		opt.CallbackPath = "/login/callback"
@@ -179,10 +176,10 @@ func New(sessions *session.Manager, providers Providers, tenants Tenants, opt Op
 }
 
 // StaticProvider serves one provider for every tenant (single-tenant mode).
-type StaticProvider struct{ P Provider }
+type StaticProvider struct{ P idp.Client }
 
 // Provider implements Providers.
-func (s StaticProvider) Provider(context.Context, string) (Provider, error) { return s.P, nil }
+func (s StaticProvider) Provider(context.Context, string) (idp.Client, error) { return s.P, nil }
 
 // in is a request as every decision reads it, parsed once at the door:
 // the host and tenant it was resolved to, and the canonical path. No
@@ -201,6 +198,9 @@ func (e *Engine) Check(ctx context.Context, r *Request) *Decision {
 		return deny(http.StatusNotFound, "unknown_host", "Not found: this host is not served here.\n")
 	}
 	path, query, err := canonicalPath(r.Path)
+	if raw, _, _ := strings.Cut(r.Path, "?"); err == nil && r.Verbatim && path != raw {
+		err = errBadPath // the canonical form differs from what the app will be sent
+	}
 	if err != nil {
 		d := deny(http.StatusBadRequest, "bad_path", "Bad request: the path is malformed or ambiguous.\n")
 		d.Tenant = tenant
@@ -297,7 +297,7 @@ func (e *Engine) public(r *in) *Decision {
 }
 
 // provider is the identity provider of a tenant; nil, nil when none is configured.
-func (e *Engine) provider(ctx context.Context, tenant string) (Provider, error) {
+func (e *Engine) provider(ctx context.Context, tenant string) (idp.Client, error) {
 	if e.providers == nil {
 		return nil, nil
 	}

@@ -3,6 +3,8 @@ package authz
 import (
 	"net/http"
 	"strings"
+
+	"github.com/extauthz/extauthz/pkg/session"
 )
 
 // cookieValue returns the value of the first cookie called name in a Cookie
@@ -46,9 +48,9 @@ func withoutCookie(header, name string) string {
 // secure says whether cookies for this request get the Secure attribute.
 func (e *Engine) secure(r *in) bool {
 	switch e.opt.SecureCookie {
-	case "false":
+	case session.SecureNever:
 		return false
-	case "auto":
+	case session.SecureAuto:
 		return e.scheme(r) == "https"
 	}
 	return true
@@ -88,14 +90,7 @@ func (e *Engine) setCookie(r *in, name, value, path string, maxAge int) string {
 		Name: name, Value: value, Path: path, HttpOnly: true,
 		Secure: e.secure(r),
 	}
-	switch e.opt.SameSite {
-	case "None":
-		c.SameSite = http.SameSiteNoneMode
-	case "Strict":
-		c.SameSite = http.SameSiteStrictMode
-	default:
-		c.SameSite = http.SameSiteLaxMode
-	}
+	c.SameSite = e.opt.SameSite
 	c.Partitioned = e.opt.Partitioned && c.Secure
 	if maxAge < 0 {
 		c.MaxAge = -1

@@ -21,10 +21,12 @@ func (e *Engine) stateCookieName(state string) string {
 	return e.opt.CookieName + "_login_" + state[:10]
 }
 
-// maxReturnTarget bounds the return path kept in the state cookie, so the
-// cookie stays well under the 4 KB browsers keep; a longer target returns
-// to "/".
-const maxReturnTarget = 2048
+// maxReturnTarget bounds the return path kept in the state cookie; a longer
+// target returns to "/". Every login started in a browser sends its cookie
+// to the callback until it expires, so a state cookie stays near 1 KB: it
+// takes some 50 logins started at once (a hostile page opening navigations)
+// before the callback's Cookie header nears Envoy's 60 KiB.
+const maxReturnTarget = 512
 
 // startLogin sends a browser to the identity provider. It writes nothing to
 // the store: the login state goes, sealed, into the state cookie.
@@ -163,7 +165,7 @@ func (e *Engine) logout(ctx context.Context, r *in) *Decision {
 		d.Response = append(d.Response, Header{"allow", "POST"})
 		return d
 	}
-	if site := strings.ToLower(r.headers["sec-fetch-site"]); site == "cross-site" || site == "same-site" {
+	if site := strings.ToLower(strings.TrimSpace(r.headers["sec-fetch-site"])); site == "cross-site" || site == "same-site" {
 		return pageWith(http.StatusForbidden, "logout_cross_site", "Log out?",
 			"Another site asked to log you out of this one. Use the button to log out, or go back.",
 			`<form method="post" action="`+html.EscapeString(e.opt.LogoutPath)+`"><button>Log out</button></form>`+"\n<p><a href=\"/\">Back to the app</a></p>")

@@ -25,15 +25,35 @@ type extSessionMgt struct {
 	RejectUnauthorized         *bool    `json:"rejectUnauthorized"`
 }
 
+// serviceBindings are the service bindings, read once: VCAP_SERVICES on
+// Cloud Foundry, else the binding folders under SERVICE_BINDING_ROOT on
+// Kubernetes (Kyma). where names the source, "" when there is none.
+type serviceBindings struct {
+	list  []binding.Binding
+	where string
+}
+
+// loadApprouterEnv reads approuter's environment: the identity (IAS) and
+// xsuaa bindings, VCAP_APPLICATION, and EXT_SESSION_MGT with its redis-cache
+// binding. A malformed VCAP_SERVICES or binding folder is an error, whether
+// or not anything asked for a binding yet: extauthz would otherwise start
+// and log nobody in.
 func (c *Config) loadApprouterEnv(getenv Getenv) Problems {
-	probs := append(c.identityBinding(getenv), c.xsuaaBinding(getenv)...)
+	var probs Problems
+	bs, err := readBindings(getenv)
+	if err != nil {
+		probs = append(probs, fmt.Sprintf("%s: %v", bs.where, err))
+		bs.list = nil
+	}
+	probs = append(probs, c.identityBinding(getenv, bs)...)
+	probs = append(probs, c.xsuaaBinding(getenv, bs)...)
 	probs = append(probs, c.vcapApplication(getenv)...)
 	raw, ok := lookup(getenv, "EXT_SESSION_MGT")
 	if !ok {
 		return probs
 	}
-	mgt := c.extSessionMgt(raw, getenv)
-	if len(mgt) > 0 && c.Redis != nil && len(c.Redis.Addrs) == 0 {
+	mgt := c.extSessionMgt(raw, bs, err != nil)
+	if (len(mgt) > 0 || err != nil) && c.Redis != nil && len(c.Redis.Addrs) == 0 {
 		c.Redis = nil // reported already; don't add "no Redis" on top
 	}
 	return append(probs, mgt...)
@@ -69,87 +89,84 @@ func (c *Config) vcapApplication(getenv Getenv) Problems {
 	return nil
 }
 
-// bindings reads the service bindings: VCAP_SERVICES on Cloud Foundry, else
-// the binding folders under SERVICE_BINDING_ROOT on Kubernetes (Kyma). where
-// names the source, "" when there is none.
-func bindings(getenv Getenv) (bs []binding.Binding, where string, err error) {
+func readBindings(getenv Getenv) (serviceBindings, error) {
 	if vcap, ok := lookup(getenv, "VCAP_SERVICES"); ok {
-		bs, err = binding.ParseVCAP(vcap)
-		return bs, "VCAP_SERVICES", err
+		bs, err := binding.ParseVCAP(vcap)
+		return serviceBindings{bs, "VCAP_SERVICES"}, err
 	}
 	if root, ok := lookup(getenv, "SERVICE_BINDING_ROOT"); ok {
-		bs, err = binding.ParseDir(root)
-		return bs, "SERVICE_BINDING_ROOT", err
+		bs, err := binding.ParseDir(root)
+		return serviceBindings{bs, "SERVICE_BINDING_ROOT"}, err
 	}
-	return nil, "", nil
+	return serviceBindings{}, nil
 }
 
-// xsuaaBinding takes XSUAA from the binding named by UAA_SERVICE_NAME, else
-// the first tagged "xsuaa". It is the identity provider unless
-// EXTAUTHZ_OIDC_ISSUER names another.
-func (c *Config) xsuaaBinding(getenv Getenv) Problems {
-	bs, where, err := bindings(getenv)
-	if err != nil || where == "" {
-		return nil
-	}
-	var b binding.Binding
-	var ok bool
-	if name, named := lookup(getenv, "UAA_SERVICE_NAME"); named {
-		if b, err = binding.ByName(bs, name); err != nil {
-			return Problems{fmt.Sprintf("UAA_SERVICE_NAME: %v", err)}
+// pick finds the binding of a kind ("xsuaa", "identity"): the one named by
+// the variable nameEnv (approuter's UAA_SERVICE_NAME, IAS_SERVICE_NAME),
+// else the first tagged, else the first labelled with the kind. ok is false
+// when there is none; a name that matches no binding is a problem.
+func (bs serviceBindings) pick(getenv Getenv, nameEnv, kind string) (b binding.Binding, ok bool, probs Problems) {
+	if name, named := lookup(getenv, nameEnv); named {
+		b, err := binding.ByName(bs.list, name)
+		if err != nil {
+			return b, false, Problems{fmt.Sprintf("%s: %v", nameEnv, err)}
 		}
-	} else if b, ok = binding.ByTag(bs, "xsuaa"); !ok {
-		if b, ok = binding.ByLabel(bs, "xsuaa"); !ok {
-			return nil
-		}
+		return b, true, nil
 	}
-	x, err := binding.XSUAACredentials(b)
-	if err != nil {
-		var probs Problems
-		for _, line := range strings.Split(err.Error(), "\n") {
-			probs = append(probs, where+" xsuaa binding "+strconv.Quote(b.Name)+": "+line)
-		}
-		return probs
+	if b, ok = binding.ByTag(bs.list, kind); ok {
+		return b, true, nil
 	}
-	c.XSUAA = &x
-	c.origin["xsuaa"] = where + " xsuaa binding " + strconv.Quote(b.Name)
-	return nil
+	b, ok = binding.ByLabel(bs.list, kind)
+	return b, ok, nil
 }
 
-// identityBinding takes the identity provider from an IAS binding in
-// VCAP_SERVICES: the one named by IAS_SERVICE_NAME, else the first with
-// label "identity". EXTAUTHZ_OIDC_* variables override it.
-func (c *Config) identityBinding(getenv Getenv) Problems {
-	bs, where, err := bindings(getenv)
-	if err != nil || where == "" {
-		return nil // reported with the Redis binding when it matters
+// read picks the binding of a kind and reads its credentials with creds;
+// every problem names the binding. src is where the credentials came from.
+func read[T any](getenv Getenv, bs serviceBindings, nameEnv, kind string, creds func(binding.Binding) (T, error)) (v T, src string, ok bool, probs Problems) {
+	b, ok, probs := bs.pick(getenv, nameEnv, kind)
+	if !ok {
+		return v, "", false, probs
 	}
-	var b binding.Binding
-	var ok bool
-	if name, named := lookup(getenv, "IAS_SERVICE_NAME"); named {
-		if b, err = binding.ByName(bs, name); err != nil {
-			return Problems{fmt.Sprintf("IAS_SERVICE_NAME: %v", err)}
-		}
-	} else if b, ok = binding.ByLabel(bs, "identity"); !ok {
-		return nil
-	}
-	id, err := binding.IdentityCredentials(b)
-	src := where + " identity binding " + strconv.Quote(b.Name)
+	src = bs.where + " " + kind + " binding " + strconv.Quote(b.Name)
+	v, err := creds(b)
 	if err != nil {
-		var probs Problems
 		for _, line := range strings.Split(err.Error(), "\n") {
 			probs = append(probs, src+": "+line)
 		}
-		return probs
+		return v, src, false, probs
 	}
-	c.OIDC.Issuer, c.OIDC.ClientID, c.OIDC.ClientSecret, c.OIDC.IASDomain = id.URL, id.ClientID, Secret(id.ClientSecret), id.Domain
-	for _, name := range []string{"oidc-issuer", "oidc-client-id", "oidc-client-secret"} {
-		c.origin[name] = src
-	}
-	return nil
+	return v, src, true, nil
 }
 
-func (c *Config) extSessionMgt(raw string, getenv Getenv) Problems {
+// xsuaaBinding takes XSUAA from the binding named by UAA_SERVICE_NAME, else
+// the first tagged or labelled "xsuaa". It is the identity provider unless
+// EXTAUTHZ_OIDC_ISSUER names another.
+func (c *Config) xsuaaBinding(getenv Getenv, bs serviceBindings) Problems {
+	x, src, ok, probs := read(getenv, bs, "UAA_SERVICE_NAME", "xsuaa", binding.XSUAACredentials)
+	if ok {
+		c.XSUAA = &x
+		c.origin["xsuaa"] = src
+	}
+	return probs
+}
+
+// identityBinding takes the identity provider from an IAS binding: the one
+// named by IAS_SERVICE_NAME, else the first tagged or labelled "identity".
+// EXTAUTHZ_OIDC_* variables override it.
+func (c *Config) identityBinding(getenv Getenv, bs serviceBindings) Problems {
+	id, src, ok, probs := read(getenv, bs, "IAS_SERVICE_NAME", "identity", binding.IdentityCredentials)
+	if ok {
+		c.OIDC.Issuer, c.OIDC.ClientID, c.OIDC.ClientSecret, c.OIDC.IASDomain = id.URL, id.ClientID, Secret(id.ClientSecret), id.Domain
+		for _, name := range []string{"oidc-issuer", "oidc-client-id", "oidc-client-secret"} {
+			c.origin[name] = src
+		}
+	}
+	return probs
+}
+
+// extSessionMgt reads EXT_SESSION_MGT and the redis-cache binding it names;
+// bindingsBroken: the bindings did not parse (reported already).
+func (c *Config) extSessionMgt(raw string, bs serviceBindings, bindingsBroken bool) Problems {
 	const src = "EXT_SESSION_MGT"
 	// Never echo the value: it holds the session secret.
 	var keys map[string]json.RawMessage
@@ -209,17 +226,14 @@ func (c *Config) extSessionMgt(raw string, getenv Getenv) Problems {
 	if e.RejectUnauthorized != nil {
 		r.RejectUnauthorized = *e.RejectUnauthorized
 	}
-	if name == "" {
+	if name == "" || bindingsBroken {
 		return probs
 	}
-	bs, where, err := bindings(getenv)
-	if err != nil {
-		return append(probs, fmt.Sprintf("%s: %v", where, err))
-	}
+	where := bs.where
 	if where == "" {
 		return append(probs, fmt.Sprintf("%s.instanceName: %q names a binding, but neither VCAP_SERVICES nor SERVICE_BINDING_ROOT is set", src, name))
 	}
-	b, err := binding.ByName(bs, name)
+	b, err := binding.ByName(bs.list, name)
 	if err != nil {
 		return append(probs, fmt.Sprintf("%s.instanceName: %v", src, err))
 	}

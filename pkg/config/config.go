@@ -1,6 +1,11 @@
-// Package config builds extauthz's one typed configuration from, lowest to
-// highest: defaults, a YAML file (--config), environment variables (approuter's
-// names and EXTAUTHZ_*), service bindings (VCAP_SERVICES), and flags.
+// Package config builds extauthz's one typed configuration, in one place:
+// Load reads every source, lowest to highest — defaults, xs-app.json (its
+// login, logout and sessionTimeout), a YAML file (--config), approuter's
+// environment (EXT_SESSION_MGT and the service bindings, VCAP_APPLICATION),
+// environment variables (approuter's names and EXTAUTHZ_*, then <ENV>_FILE),
+// flags —, resolves what depends on several settings (the identity
+// provider), and validates the result, reporting every problem at once with
+// its source. Nothing after Load changes a setting.
 package config
 
 import (
@@ -10,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"slices"
 	"sort"
@@ -19,6 +25,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/extauthz/extauthz/pkg/binding"
+	"github.com/extauthz/extauthz/pkg/policy"
+	"github.com/extauthz/extauthz/pkg/session"
 )
 
 // Config is everything extauthz needs to run.
@@ -46,8 +54,8 @@ type Config struct {
 	SessionTimeout     time.Duration // idle
 	SessionMaxLifetime time.Duration // absolute
 	SessionSecrets     []Secret      // first seals, all open
-	SecureCookie       string        // true, false, auto (from the request's scheme)
-	SameSite           string        // Lax, Strict, None
+	SecureCookie       session.SecureMode
+	SameSite           http.SameSite // Lax (default), Strict or None
 	Partitioned        bool
 	KeyPrefix          string
 	JWTRefresh         time.Duration // refresh this long before expiry; 0 = off
@@ -56,7 +64,9 @@ type Config struct {
 	Redis        *Redis
 	StoreTimeout time.Duration
 
-	OIDC               OIDC
+	OIDC OIDC
+	// IDP is the identity provider chosen from OIDC, XSUAA and the bindings.
+	IDP                IdentityProvider
 	XSUAA              *binding.XSUAA // from the xsuaa binding
 	TenantHostPattern  string
 	TrustForwardedHost bool
@@ -65,7 +75,9 @@ type Config struct {
 	AllowedHosts        []string
 	TrustForwardedProto bool
 	// XSApp is the xs-app.json to enforce ("" = none); RequireAuthForUnknownRoutes is approuter's flag.
+	// Policy is XSApp compiled (nil without one).
 	XSApp                       string
+	Policy                      *policy.Policy
 	RequireAuthForUnknownRoutes bool
 	IDPTimeout                  time.Duration
 	CallbackPath                string
@@ -213,6 +225,10 @@ func Load(args []string, getenv Getenv, out io.Writer) (*Config, error) {
 		}
 	})
 
+	// 5. What depends on several settings: xs-app.json (its login, logout
+	// and sessionTimeout rank just above the defaults), the identity
+	// provider. Then every check, on the final values.
+	probs = append(probs, c.resolve(apply)...)
 	probs = append(probs, c.Validate()...)
 	if len(probs) > 0 {
 		return nil, probs
@@ -269,12 +285,6 @@ func (c *Config) loadFile(file string, apply func(setting, string, string), repo
 		}
 		apply(settings[i], v, file+": "+k)
 	}
-}
-
-// IssuerFromBinding says whether the OIDC issuer came from an identity
-// (IAS) binding rather than from EXTAUTHZ_OIDC_ISSUER, a flag or the file.
-func (c *Config) IssuerFromBinding() bool {
-	return strings.Contains(c.origin["oidc-issuer"], " identity binding ")
 }
 
 // Origin says where a setting's value came from.

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/extauthz/extauthz/pkg/session"
 )
 
 var secret64 = strings.Repeat("s", 64)
@@ -37,7 +40,7 @@ func TestDefaults(t *testing.T) {
 	}
 	if c.GRPCAddr != ":9001" || c.AdminAddr != ":9003" || c.CookieName != "JSESSIONID" ||
 		c.SessionTimeout != 15*time.Minute || c.JWTRefresh != 5*time.Minute || c.Redis != nil ||
-		c.SameSite != "Lax" || c.SecureCookie != "true" || c.CallbackPath != "/login/callback" ||
+		c.SameSite != http.SameSiteLaxMode || c.SecureCookie != session.SecureAlways || c.CallbackPath != "/login/callback" ||
 		c.LogoutPath != "/logout" || c.StoreTimeout != 250*time.Millisecond {
 		t.Fatalf("defaults: %+v", c)
 	}
@@ -66,7 +69,7 @@ func TestApprouterEnvironment(t *testing.T) {
 		t.Fatalf("secret from %q", c.Origin("session-secrets"))
 	}
 	if c.SessionTimeout != 30*time.Minute || c.CookieName != "MYSESSION" || c.JWTRefresh != 0 ||
-		c.SecureCookie != "true" || c.SameSite != "None" || !c.Partitioned {
+		c.SecureCookie != session.SecureAlways || c.SameSite != http.SameSiteNoneMode || !c.Partitioned {
 		t.Fatalf("approuter variables not applied: %+v", c)
 	}
 }
@@ -241,6 +244,10 @@ func TestInvalid(t *testing.T) {
 			[]string{"TENANT_HOST_PATTERN: not a regular expression: error parsing regexp: missing closing ): `^(.*\\.app$`"}},
 		{"issuer template without pattern", nil, env("EXTAUTHZ_OIDC_ISSUER", "https://{tenant}.idp.example", "EXTAUTHZ_OIDC_CLIENT_ID", "c"),
 			[]string{"EXTAUTHZ_OIDC_ISSUER: has {tenant} but TENANT_HOST_PATTERN is not set"}},
+		{"VCAP_SERVICES malformed, nothing asks for a binding yet", nil, env("VCAP_SERVICES", "{not json"),
+			[]string{"VCAP_SERVICES: not a JSON object of service lists: invalid character 'n' looking for beginning of object key string"}},
+		{"IAS_SERVICE_NAME names no binding", nil, env("VCAP_SERVICES", `{"identity":[{"name":"ias","credentials":{}}]}`, "IAS_SERVICE_NAME", "other"),
+			[]string{`IAS_SERVICE_NAME: no such service binding named "other" (bound: ias)`}},
 		{"example secret", nil, env("EXTAUTHZ_SESSION_SECRETS", "CHANGE-ME-to-64-random-characters-CHANGE-ME-to-64-random-characters"),
 			[]string{"EXTAUTHZ_SESSION_SECRETS: secret 1 is a placeholder from extauthz's own examples, which anyone can read: generate one (openssl rand -hex 32)"}},
 		{"allowed host with port", nil, env("EXTAUTHZ_ALLOWED_HOSTS", "app.example.com:443"),
@@ -317,5 +324,16 @@ func TestNginxAddr(t *testing.T) {
 	}
 	if _, err = Load([]string{"--nginx-addr", "9004"}, env(), &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), `--nginx-addr: "9004" is not host:port`) {
 		t.Fatalf("bad --nginx-addr: %v", err)
+	}
+}
+
+func TestCheckIssuer(t *testing.T) {
+	for issuer, ok := range map[string]bool{
+		"https://idp.example": true, "http://127.0.0.1:4444": true, "http://localhost:4444": true, "http://[::1]:1": true,
+		"http://idp.example": false, "ftp://idp.example": false, "idp.example": false, "": false, "http://10.0.0.1": false,
+	} {
+		if err := checkIssuer(issuer); (err == nil) != ok {
+			t.Errorf("checkIssuer(%q) = %v, want ok=%v", issuer, err, ok)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/extauthz/extauthz/pkg/session"
 	"github.com/extauthz/extauthz/pkg/tenant"
 )
 
@@ -71,7 +72,9 @@ var settings = []setting{
 		func(c *Config, v string) error { return secrets(&c.SessionSecrets, v) }},
 	{"secure-session-cookie", "SECURE_SESSION_COOKIE", "true", "Secure cookie attribute: true, false (plain-http development only), or auto (Secure when the browser came over https: the proxy's scheme, or x-forwarded-proto with --trust-forwarded-proto) (approuter)", false,
 		func(c *Config, v string) error {
-			return oneOf(&c.SecureCookie, strings.ToLower(v), "auto", "true", "false")
+			m, err := session.ParseSecureMode(strings.ToLower(v))
+			c.SecureCookie = m
+			return err
 		}},
 	{"cookies", "COOKIES", "", `cookie attributes as JSON, e.g. {"SameSite":"None","Partitioned":true} (approuter)`, false,
 		func(c *Config, v string) error { return c.cookies(v) }},

@@ -2,12 +2,14 @@ package config
 
 import (
 	"fmt"
+	"net"
+	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/extauthz/extauthz/pkg/idp"
+	"github.com/extauthz/extauthz/pkg/session"
 )
 
 // Validate checks the configuration as a whole and returns every problem,
@@ -44,7 +46,7 @@ func (c *Config) Validate() Problems {
 	if len(c.AllowedHosts) > 0 && c.TenantHostPattern != "" && c.origin["allowed-hosts"] != "VCAP_APPLICATION.application_uris" {
 		bad("allowed-hosts", "set together with TENANT_HOST_PATTERN, which decides the hosts in multitenant mode")
 	}
-	if c.SameSite == "None" && c.SecureCookie == "false" {
+	if c.SameSite == http.SameSiteNoneMode && c.SecureCookie == session.SecureNever {
 		bad("cookies", "SameSite=None needs Secure cookies, but SECURE_SESSION_COOKIE is false")
 	}
 	if c.SessionTimeout <= 0 {
@@ -63,7 +65,7 @@ func (c *Config) Validate() Problems {
 		bad("logout-path", "%q is also the login callback path", c.LogoutPath)
 	}
 	if c.OIDC.Issuer != "" {
-		if err := idp.CheckIssuer(strings.ReplaceAll(c.OIDC.Issuer, "{tenant}", "tenant")); err != nil {
+		if err := checkIssuer(strings.ReplaceAll(c.OIDC.Issuer, "{tenant}", "tenant")); err != nil {
 			bad("oidc-issuer", "%v", err)
 		}
 		if strings.Contains(c.OIDC.Issuer, "{tenant}") && c.TenantHostPattern == "" {
@@ -92,4 +94,25 @@ func examplePlaceholder(s string) bool {
 	l := strings.ToLower(s)
 	return strings.Contains(l, "change-me") || strings.Contains(l, "changeme") || strings.Contains(l, "quickstart-only-secret") ||
 		strings.Contains(l, "64-random-characters") || strings.Contains(l, "<64+")
+}
+
+// checkIssuer accepts https issuers, and plain-http ones only on loopback
+// addresses (development against a local provider).
+func checkIssuer(issuer string) error {
+	u, err := url.Parse(issuer)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("%q is not an absolute URL", issuer)
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		h := u.Hostname()
+		if ip := net.ParseIP(h); (ip != nil && ip.IsLoopback()) || h == "localhost" {
+			return nil
+		}
+		return fmt.Errorf("%q: plain http is accepted only on loopback addresses", issuer)
+	default:
+		return fmt.Errorf("%q: scheme must be https", issuer)
+	}
 }

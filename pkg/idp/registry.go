@@ -166,8 +166,8 @@ func NewRegistryWith(build func(tenant string) (Client, error), o RegistryOption
 	}
 }
 
-// Get returns the tenant's Client.
-func (r *Registry) Get(ctx context.Context, tenant string) (Client, error) {
+// Provider returns the tenant's Client (the engine's Providers).
+func (r *Registry) Provider(ctx context.Context, tenant string) (Client, error) {
 	now := r.opt.Now()
 	r.mu.Lock()
 	e := r.lookup(tenant)

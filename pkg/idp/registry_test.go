@@ -136,7 +136,7 @@ func (p *tenantIdP) registry(o RegistryOptions, c *clock) *Registry {
 }
 
 func login(ctx context.Context, r *Registry, tenant, code string) error {
-	c, err := r.Get(ctx, tenant)
+	c, err := r.Provider(ctx, tenant)
 	if err != nil {
 		return err
 	}
@@ -168,7 +168,7 @@ func TestRandomTenantsCostBoundedFetches(t *testing.T) {
 			sem <- struct{}{}
 			wg.Go(func() {
 				defer func() { <-sem }()
-				if _, err := r.Get(ctx, tenant); err == nil || errors.Is(err, ErrBusy) {
+				if _, err := r.Provider(ctx, tenant); err == nil || errors.Is(err, ErrBusy) {
 					t.Errorf("random tenant %s: %v, want its provider's 404", tenant, err)
 				}
 			})
@@ -186,17 +186,17 @@ func TestRandomTenantsCostBoundedFetches(t *testing.T) {
 	if n := r.Len(); n > 21 {
 		t.Errorf("registry holds %d tenants, want at most 20 unproven + 1 proven", n)
 	}
-	if _, err := r.Get(ctx, "acme"); err != nil || idp.count(idp.discovery, "acme") != 1 || r.Proven() != 1 {
+	if _, err := r.Provider(ctx, "acme"); err != nil || idp.count(idp.discovery, "acme") != 1 || r.Proven() != 1 {
 		t.Errorf("the proven tenant was pushed out: %v, %d discoveries", err, idp.count(idp.discovery, "acme"))
 	}
 	// A random tenant asked again within RetryAfter is answered from memory;
 	// after it, asked again (once).
-	if _, err := r.Get(ctx, "rnd0299"); err == nil || idp.count(idp.discovery, "rnd0299") != 1 {
+	if _, err := r.Provider(ctx, "rnd0299"); err == nil || idp.count(idp.discovery, "rnd0299") != 1 {
 		t.Errorf("a remembered failure: %v, %d fetches", err, idp.count(idp.discovery, "rnd0299"))
 	}
 	c.advance(DefaultRetryAfter + time.Second)
-	r.Get(ctx, "rnd0299")
-	r.Get(ctx, "rnd0299")
+	r.Provider(ctx, "rnd0299")
+	r.Provider(ctx, "rnd0299")
 	if n := idp.count(idp.discovery, "rnd0299"); n != 2 {
 		t.Errorf("after RetryAfter: %d fetches, want 2", n)
 	}
@@ -215,13 +215,13 @@ func TestUnprovenNeverPushOutProven(t *testing.T) {
 		}
 	}
 	for i := range 1000 {
-		r.Get(ctx, fmt.Sprint("x", i))
+		r.Provider(ctx, fmt.Sprint("x", i))
 	}
 	if r.Proven() != 5 || r.Len() != 8 {
 		t.Fatalf("proven %d, held %d; want 5 and 8", r.Proven(), r.Len())
 	}
 	for _, k := range known {
-		if _, err := r.Get(ctx, k); err != nil || idp.count(idp.discovery, k) != 1 {
+		if _, err := r.Provider(ctx, k); err != nil || idp.count(idp.discovery, k) != 1 {
 			t.Fatalf("%s refetched (%d) or failed: %v", k, idp.count(idp.discovery, k), err)
 		}
 	}
@@ -248,7 +248,7 @@ func TestDiscoveryOncePerTenantThroughTheRegistry(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 50 {
 		wg.Go(func() {
-			if _, err := r.Get(context.Background(), "acme"); err != nil {
+			if _, err := r.Provider(context.Background(), "acme"); err != nil {
 				t.Error(err)
 			}
 		})
@@ -275,10 +275,10 @@ func TestProviderDownIsAskedOncePerRetryAfter(t *testing.T) {
 	idp.mu.Unlock()
 	c.advance(2 * time.Minute) // acme's client is due for a rebuild
 	for range 20 {
-		if _, err := r.Get(ctx, "acme"); err != nil {
+		if _, err := r.Provider(ctx, "acme"); err != nil {
 			t.Fatalf("a proven tenant whose provider is down at rebuild: %v", err)
 		}
-		if _, err := r.Get(ctx, "globex"); err == nil {
+		if _, err := r.Provider(ctx, "globex"); err == nil {
 			t.Fatal("a tenant whose provider is down")
 		}
 	}
@@ -314,7 +314,7 @@ func TestFetchSlotsBoundUnprovenExchanges(t *testing.T) {
 	ctx := context.Background()
 	idp := newTenantIdP(t, "acme")
 	r := idp.registry(RegistryOptions{MaxFetches: 2, FetchWait: 200 * time.Millisecond}, newClock())
-	if _, err := r.Get(ctx, "acme"); err != nil {
+	if _, err := r.Provider(ctx, "acme"); err != nil {
 		t.Fatal(err)
 	}
 	idp.delay = 30 * time.Millisecond
@@ -331,10 +331,10 @@ func TestFetchSlotsBoundUnprovenExchanges(t *testing.T) {
 		t.Fatalf("%d exchanges for an unproven tenant at once, want at most 2", p)
 	}
 	idp.delay = time.Second
-	go r.Get(ctx, "slow1")
-	go r.Get(ctx, "slow2")
+	go r.Provider(ctx, "slow1")
+	go r.Provider(ctx, "slow2")
 	time.Sleep(100 * time.Millisecond)
-	if _, err := r.Get(ctx, "other"); !errors.Is(err, ErrBusy) {
+	if _, err := r.Provider(ctx, "other"); !errors.Is(err, ErrBusy) {
 		t.Fatalf("with every slot taken: %v, want ErrBusy", err)
 	}
 }

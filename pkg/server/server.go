@@ -54,8 +54,12 @@ type Options struct {
 	// MaxHeaderBytes bounds a request's head on the HTTP listener (0:
 	// DefaultMaxHeaderBytes); a larger one gets 431.
 	MaxHeaderBytes int
-	// Timeouts of the HTTP and admin listeners (zero: defaults).
+	// Timeouts of the HTTP and admin listeners, and the gRPC listener's
+	// handshake and idle limits (zero: defaults).
 	Timeouts Timeouts
+	// MaxConnections bounds each check listener's open connections
+	// (0: DefaultMaxConnections).
+	MaxConnections int
 }
 
 // authService is the health-checked service name Envoy's grpc_health_check uses.
@@ -73,7 +77,7 @@ func Run(ctx context.Context, o Options) error {
 		// Checks run on a few long-lived goroutines instead of a new goroutine
 		// (and its stack growth) per request.
 		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
-	}, o.GRPCOptions...)...)
+	}, append(grpcBounds(o.Timeouts, o.Log), o.GRPCOptions...)...)...)
 	o.Register(gs)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
@@ -102,8 +106,9 @@ func Run(ctx context.Context, o Options) error {
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	admin := httpServer(mux, o.Timeouts, 0)
-	checks := httpServer(o.HTTPHandler, o.Timeouts, o.MaxHeaderBytes)
-	nginx := httpServer(o.NginxHandler, o.Timeouts, o.MaxHeaderBytes) // nginx's listener: the HTTP listener's limits
+	checks := httpServer(recoverHTTP(o.HTTPHandler, o.Log), o.Timeouts, o.MaxHeaderBytes)
+	nginx := httpServer(recoverHTTP(o.NginxHandler, o.Log), o.Timeouts, o.MaxHeaderBytes) // nginx's listener: the HTTP listener's limits
+	o.GRPC, o.HTTP, o.Nginx = limitListener(o.GRPC, o.MaxConnections), limitListener(o.HTTP, o.MaxConnections), limitListener(o.Nginx, o.MaxConnections)
 
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()

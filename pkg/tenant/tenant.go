@@ -184,7 +184,7 @@ func splitHost(host string) (name, port string, ok bool) {
 			return "", "", false
 		}
 		name, port = host[:end+1], host[end+1:]
-		if port != "" && port[0] != ':' {
+		if port != "" && (port[0] != ':' || len(port) == 1) {
 			return "", "", false
 		}
 		port = strings.TrimPrefix(port, ":")
@@ -193,7 +193,7 @@ func splitHost(host string) (name, port string, ok bool) {
 		}
 	} else if i := strings.LastIndexByte(host, ':'); i >= 0 {
 		name, port = host[:i], host[i+1:]
-		if port == "" {
+		if port == "" || name == "" {
 			return "", "", false
 		}
 	}
