@@ -38,7 +38,7 @@ func TestBenchSmoke(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "bench.json")
 	var buf bytes.Buffer
 	err := bench(context.Background(), options{
-		sessions: 200, conc: "1,4", targetConc: 2, duration: 200 * time.Millisecond,
+		sessions: 200, conc: "1,4", targetConc: 2, duration: 300 * time.Millisecond, rounds: 2,
 		jsonOut: out, logouts: 3, bound: 2 * time.Second,
 	}, &buf)
 	t.Log(buf.String())

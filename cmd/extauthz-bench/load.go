@@ -162,9 +162,44 @@ func isOK(b []byte) bool {
 	return false
 }
 
+// sample is what one stretch of load measured; samples of the same row
+// taken in several rounds add up (merge).
+type sample struct {
+	lat      []time.Duration // of the calls that succeeded
+	errs     int64
+	firstErr string
+	elapsed  time.Duration
+}
+
+func (s *sample) merge(o sample) {
+	s.lat = append(s.lat, o.lat...)
+	s.errs += o.errs
+	if s.firstErr == "" {
+		s.firstErr = o.firstErr
+	}
+	s.elapsed += o.elapsed
+}
+
+// result is the sample's throughput and latency percentiles.
+func (s *sample) result() Result {
+	slices.Sort(s.lat)
+	pct := func(p float64) float64 { return float64(pick(s.lat, p).Nanoseconds()) / 1000 }
+	r := Result{Ops: int64(len(s.lat)), Errors: s.errs, FirstError: s.firstErr, P50us: pct(.50), P90us: pct(.90), P99us: pct(.99)}
+	if s.elapsed > 0 {
+		r.PerSecond = float64(len(s.lat)) / s.elapsed.Seconds()
+	}
+	return r
+}
+
 // load runs f from c workers for d (or until ctx ends) and measures
 // throughput and latency.
 func load(ctx context.Context, c int, d time.Duration, f op) Result {
+	s := run(ctx, c, d, f)
+	return s.result()
+}
+
+// run runs f from c workers for d (or until ctx ends).
+func run(ctx context.Context, c int, d time.Duration, f op) sample {
 	// Calls run under ctx, not under a deadline: a call cut by the end of the
 	// measurement is not an error, it is simply not counted.
 	var stop atomic.Bool
@@ -177,7 +212,7 @@ func load(ctx context.Context, c int, d time.Duration, f op) Result {
 	start := time.Now()
 	for w := range c {
 		wg.Go(func() {
-			l := make([]time.Duration, 0, 1<<14)
+			l := make([]time.Duration, 0, 1<<12)
 			for i := 0; !stop.Load() && ctx.Err() == nil; i++ {
 				t0 := time.Now()
 				err := f(ctx, w, i)
@@ -196,21 +231,12 @@ func load(ctx context.Context, c int, d time.Duration, f op) Result {
 		})
 	}
 	wg.Wait()
-	el := time.Since(start)
-	var all []time.Duration
+	s := sample{elapsed: time.Since(start), errs: errs.Load()}
 	for _, l := range lat {
-		all = append(all, l...)
+		s.lat = append(s.lat, l...)
 	}
-	slices.Sort(all)
-	pct := func(p float64) float64 {
-		if len(all) == 0 {
-			return 0
-		}
-		return float64(all[min(len(all)-1, int(p*float64(len(all))))].Nanoseconds()) / 1000
-	}
-	first, _ := firstErr.Load().(string)
-	return Result{Ops: int64(len(all)), Errors: errs.Load(), FirstError: first, PerSecond: float64(len(all)) / el.Seconds(),
-		P50us: pct(.50), P90us: pct(.90), P99us: pct(.99)}
+	s.firstErr, _ = firstErr.Load().(string)
+	return s
 }
 
 // each runs f once for every index below n, from c workers.

@@ -68,8 +68,9 @@ func main() {
 	flag.StringVar(&o.conc, "concurrency", "1,16,64", "client concurrencies, comma-separated")
 	flag.IntVar(&o.targetConc, "target-concurrency", 32, "also measure the gRPC rows at this concurrency (issue 13's p99 target; 0: skip)")
 	flag.DurationVar(&o.duration, "duration", 3*time.Second, "load duration per measurement (plus a tenth of it, at most 300ms, of unmeasured warm-up)")
+	flag.IntVar(&o.rounds, "rounds", 3, "split each measurement into this many stretches, the rows of one concurrency taking turns")
 	flag.StringVar(&o.jsonOut, "json", "bench-results/bench.json", "where to write the results as JSON (empty: nowhere)")
-	flag.StringVar(&o.profile, "cpuprofile", "", "write the CPU profile of extauthz with the cache, during the gRPC load at the highest concurrency, to this file")
+	flag.StringVar(&o.profile, "cpuprofile", "", "after the table, write a CPU profile of extauthz with the cache under gRPC load at the highest concurrency to this file")
 	flag.StringVar(&o.bin, "extauthz", "", "an extauthz binary to measure (default: build ./cmd/extauthz)")
 	flag.BoolVar(&o.peer, "oauth2-proxy", true, "measure oauth2-proxy (built into bin/oauth2-proxy from tools/oauth2-proxy the first time)")
 	flag.IntVar(&o.peerLogins, "oauth2-proxy-sessions", 16, "oauth2-proxy sessions (logins) the load cycles through")
@@ -94,6 +95,7 @@ type options struct {
 	conc       string
 	targetConc int
 	duration   time.Duration
+	rounds     int
 	jsonOut    string
 	profile    string
 	bin        string
@@ -157,7 +159,7 @@ func bench(ctx context.Context, o options, w io.Writer) (err error) {
 		}
 	}
 	help, _ := exec.Command(bin, "--help").CombinedOutput()
-	rep := &Report{Schema: 2, When: time.Now().UTC(), Sessions: o.sessions, DurationSeconds: o.duration.Seconds(), GOMAXPROCS: numCPU(),
+	rep := &Report{Schema: 2, When: time.Now().UTC(), Sessions: o.sessions, DurationSeconds: o.duration.Seconds(), Rounds: max(1, o.rounds), GOMAXPROCS: numCPU(),
 		CacheSettingKnown: strings.Contains(string(help), cacheSetting)}
 
 	srv, err := redistest.Start(dir, "--enable-debug-command", "yes")
@@ -309,30 +311,37 @@ func bench(ctx context.Context, o options, w io.Writer) (err error) {
 		groups = insertSorted(concs, o.targetConc)
 	}
 	for _, c := range groups {
-		onlyTarget := !contains(concs, c)
-		var line []string
+		var active []row
 		for _, r := range rows {
-			if onlyTarget && (r.protocol != "grpc") {
-				continue
+			if contains(concs, c) || r.protocol == "grpc" {
+				active = append(active, r)
 			}
-			var prof chan error
-			if o.profile != "" && r.t == cacheT && r.protocol == "grpc" && c == concs[len(concs)-1] {
-				prof = make(chan error, 1)
-				go func() { prof <- fetchProfile(xc, o.duration-time.Second, o.profile) }()
-			}
-			res, err := measure(ctx, rdb, r, c, o.duration)
-			if err != nil {
-				return err
-			}
-			if prof != nil {
-				if err := <-prof; err != nil {
-					return err
-				}
-			}
-			rep.Results = append(rep.Results, res)
-			line = append(line, fmt.Sprintf("%s %.0f/s", r.name, res.PerSecond))
 		}
+		res, err := measureGroup(ctx, rdb, active, c, o.duration, o.rounds)
+		if err != nil {
+			return err
+		}
+		var line []string
+		for _, x := range res {
+			line = append(line, fmt.Sprintf("%s %.0f/s", x.Name, x.PerSecond))
+		}
+		rep.Results = append(rep.Results, res...)
 		fmt.Fprintf(w, "  c=%d: %s\n", c, strings.Join(line, "; "))
+	}
+	if o.profile != "" {
+		c := concs[len(concs)-1]
+		conns, err := dialConns(xc.GRPCAddr, c)
+		if err != nil {
+			return err
+		}
+		prof := make(chan error, 1)
+		go func() { prof <- fetchProfile(xc, o.duration, o.profile) }()
+		load(ctx, c, o.duration+500*time.Millisecond, check(conns, reqs))
+		closeAll(conns)
+		if err := <-prof; err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "CPU profile of extauthz with the cache, gRPC at c=%d: %s\n", c, o.profile)
 	}
 	for _, t := range []*target{noopT, cacheT, nocacheT, peerT} {
 		if t != nil {
@@ -404,43 +413,77 @@ func bench(ctx context.Context, o options, w io.Writer) (err error) {
 	return rep.failed()
 }
 
-// measure runs one row at concurrency c: an unmeasured warm-up, then the
-// load, with the server's CPU, allocations and the Redis commands around it.
-func measure(ctx context.Context, rdb *redis.Client, r row, c int, d time.Duration) (Result, error) {
-	f, done, err := r.mk(c)
-	if err != nil {
-		return Result{}, err
+// measureGroup measures rows at concurrency c, d each: first an unmeasured
+// warm-up of each, then rounds of d/rounds per row, the rows taking turns
+// (each round starting with the next row), so that a neighbour's burst on
+// a shared machine spreads over all rows instead of spoiling one. Around
+// each stretch: the server's CPU (/proc), its allocations (/metrics) and
+// Redis' command count.
+func measureGroup(ctx context.Context, rdb *redis.Client, rows []row, c int, d time.Duration, rounds int) ([]Result, error) {
+	rounds = max(1, rounds)
+	type acc struct {
+		f         op
+		s         sample
+		cpu       time.Duration
+		mallocs   float64
+		redisCmds float64
 	}
-	defer done()
-	load(ctx, c, min(d/10, 300*time.Millisecond), f)
-	var cpu0, cpu1 time.Duration
-	var m0, m1 float64
-	if r.t.pid != 0 {
-		cpu0, _ = cpuTime(r.t.pid)
-	}
-	if r.t.metrics != "" {
-		m0, _ = mallocs(r.t.metrics)
-	}
-	cmds0, _ := redisCommands(ctx, rdb)
-	res := load(ctx, c, d, f)
-	if r.t.pid != 0 {
-		cpu1, _ = cpuTime(r.t.pid)
-	}
-	if r.t.metrics != "" {
-		m1, _ = mallocs(r.t.metrics)
-	}
-	cmds1, _ := redisCommands(ctx, rdb)
-	res.Name, res.Server, res.Protocol, res.Concurrency = r.name, r.t.key, r.protocol, c
-	if res.Ops > 0 {
-		if r.t.pid != 0 {
-			res.CPUusPerCheck = float64((cpu1 - cpu0).Microseconds()) / float64(res.Ops)
+	accs := make([]acc, len(rows))
+	for i, r := range rows {
+		f, done, err := r.mk(c)
+		if err != nil {
+			return nil, err
 		}
-		if r.t.metrics != "" {
-			res.AllocsPerChk = (m1 - m0) / float64(res.Ops)
-		}
-		res.RedisCmdsPer = (cmds1 - cmds0) / float64(res.Ops)
+		defer done()
+		accs[i].f = f
+		run(ctx, c, min(d/10, 300*time.Millisecond), f)
 	}
-	return res, ctx.Err()
+	for round := range rounds {
+		for k := range rows {
+			i := (k + round) % len(rows)
+			r, a := rows[i], &accs[i]
+			var cpu0, cpu1 time.Duration
+			var m0, m1 float64
+			if r.t.pid != 0 {
+				cpu0, _ = cpuTime(r.t.pid)
+			}
+			if r.t.metrics != "" {
+				m0, _ = mallocs(r.t.metrics)
+			}
+			cmds0, _ := redisCommands(ctx, rdb)
+			a.s.merge(run(ctx, c, d/time.Duration(rounds), a.f))
+			if r.t.pid != 0 {
+				cpu1, _ = cpuTime(r.t.pid)
+			}
+			if r.t.metrics != "" {
+				m1, _ = mallocs(r.t.metrics)
+			}
+			cmds1, _ := redisCommands(ctx, rdb)
+			a.cpu += cpu1 - cpu0
+			a.mallocs += m1 - m0
+			a.redisCmds += cmds1 - cmds0
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+		}
+	}
+	out := make([]Result, len(rows))
+	for i, r := range rows {
+		a := &accs[i]
+		res := a.s.result()
+		res.Name, res.Server, res.Protocol, res.Concurrency = r.name, r.t.key, r.protocol, c
+		if res.Ops > 0 {
+			if r.t.pid != 0 {
+				res.CPUusPerCheck = float64(a.cpu.Microseconds()) / float64(res.Ops)
+			}
+			if r.t.metrics != "" {
+				res.AllocsPerChk = a.mallocs / float64(res.Ops)
+			}
+			res.RedisCmdsPer = a.redisCmds / float64(res.Ops)
+		}
+		out[i] = res
+	}
+	return out, nil
 }
 
 func fetchProfile(x *e2e.Extauthz, d time.Duration, file string) error {

@@ -21,7 +21,8 @@ type Propagation struct {
 	P99ms   float64 `json:"p99_ms"`
 	MaxMs   float64 `json:"max_ms"`
 	// ProbeP50us is the median round trip of one check of replica B during
-	// the scenario: the resolution of the figures above.
+	// the scenario: the resolution of the figures above (time from the
+	// logout's answer to the sending of the first refused check).
 	ProbeP50us float64 `json:"probe_p50_us"`
 	// LoadPerSecond is the background load on both replicas (checks/s).
 	LoadPerSecond float64 `json:"background_checks_per_second"`
@@ -31,11 +32,14 @@ type Propagation struct {
 }
 
 // propagation logs each of cookies out on a (as a browser does, through
-// Envoy: a GET of the logout path), then asks b with the old cookie until
-// b refuses it, and measures the time from a's answer to b's refusal; all
-// the while both replicas serve a background load of other valid sessions
-// (conc workers, half on each). Before each logout, both replicas have
-// just allowed the cookie (so a replica with a cache has it cached).
+// Envoy: a GET of the logout path), then asks b with the old cookie, one
+// check after the other, until b refuses it. The time of a logout is from
+// a's answer to the sending of the first check b refused: 0 when b's first
+// check after the logout is refused; otherwise it is known to within one
+// check's round trip (ProbeP50us). All the while both replicas serve a
+// background load of other valid sessions (conc workers, half on each).
+// Before each logout, both replicas have just allowed the cookie (so a
+// replica with a cache has it cached).
 func propagation(ctx context.Context, a, b *e2e.Extauthz, loadReqs [][]byte, cookies []string, conc int, bound time.Duration) (Propagation, error) {
 	res := Propagation{Logouts: len(cookies), BoundMs: ms(bound), LoadConc: conc}
 	ca, err := dialConns(a.GRPCAddr, conc/2)
@@ -97,7 +101,7 @@ func propagation(ctx context.Context, a, b *e2e.Extauthz, loadReqs [][]byte, coo
 			}
 			probes = append(probes, time.Since(p0))
 			if resp.GetOkResponse() == nil {
-				took = append(took, time.Since(t0))
+				took = append(took, p0.Sub(t0))
 				res.Refused++
 				break
 			}

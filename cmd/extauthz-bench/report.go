@@ -62,6 +62,7 @@ type Report struct {
 	ScaleKeys       int              `json:"scale_keys,omitempty"`
 	GOMAXPROCS      int              `json:"cpus"`
 	DurationSeconds float64          `json:"duration_per_measurement_seconds"`
+	Rounds          int              `json:"rounds"` // each measurement in this many stretches, rows taking turns
 	TotalSeconds    float64          `json:"total_seconds"`
 }
 
@@ -153,7 +154,8 @@ func printReport(w io.Writer, r *Report) {
 		fmt.Fprintf(w, "\nNOTE: this extauthz does not know %s (issue 13's cache is not in it): the \"+ cache\" and \"no cache\" rows run the same code.\n", cacheSetting)
 	}
 	if len(r.Propagation) > 0 {
-		fmt.Fprintf(w, "\nlogout propagation (two replicas, one Redis; log out on A, ask B with the old cookie until refused):\n\n")
+		fmt.Fprintf(w, "\nlogout propagation: two replicas on one Redis under load; log out on A, then ask B with the old cookie until it refuses;\n"+
+			"time from A's answer to the sending of the first check B refused (0: the first one), to within one probe round trip:\n\n")
 		fmt.Fprintf(w, "| %s | logouts | refused within %.0f ms | p50 ms | p99 ms | max ms | probe round trip µs | background load checks/s (c) | target p99 ≤ 50 ms |\n", cacheSetting, r.Propagation[0].BoundMs)
 		fmt.Fprintf(w, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
 		for _, p := range r.Propagation {
