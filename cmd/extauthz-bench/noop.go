@@ -13,6 +13,7 @@ import (
 
 	"github.com/extauthz/extauthz/pkg/authz"
 	"github.com/extauthz/extauthz/pkg/envoy"
+	"github.com/extauthz/extauthz/pkg/metrics"
 	"github.com/extauthz/extauthz/pkg/server"
 )
 
@@ -62,17 +63,17 @@ func runNoop() error {
 	if err != nil {
 		return err
 	}
-	engine := noopEngine{&authz.Decision{Allow: true, Status: 200, Reason: "noop",
+	engine := noopEngine{&authz.Decision{Allow: true, Status: 200, Reason: authz.ReasonSession,
 		Upstream: []authz.Header{{Name: "x-auth-noop", Value: "ok"}}}}
-	metrics := server.NewMetrics()
-	svc := envoy.NewService(engine, metrics, log)
+	m := metrics.New(metrics.Options{})
+	svc := envoy.NewService(engine, m, log)
 	return server.Run(ctx, server.Options{
 		GRPC: grpcLis, HTTP: httpLis, Admin: adminLis,
-		HTTPHandler:     envoy.NewHTTPHandler(engine, metrics, log, ""),
+		HTTPHandler:     envoy.NewHTTPHandler(engine, m, log, ""),
 		Register:        svc.Register,
 		GRPCOptions:     svc.ServerOptions(),
 		Ready:           func(context.Context) error { return nil },
-		Metrics:         metrics,
+		Metrics:         m.Handler(),
 		ShutdownTimeout: 5 * time.Second,
 		Log:             log,
 	})
