@@ -147,8 +147,8 @@ func (s *Session) Key() string { return s.key }
 // sessionKey is "<prefix>:s:{sha256(token)}"; the braces are a Redis Cluster
 // hash tag so that the lock of a session lives on the same slot.
 func (m *Manager) sessionKey(id *[32]byte) string { return m.keyOf(":s:{", id) }
-func (m *Manager) lockKey(t *Token) string       { id := t.hash(); return m.keyOf(":r:{", &id) }
-func (m *Manager) usedKey(t *Token) string       { id := t.hash(); return m.keyOf(":l:{", &id) }
+func (m *Manager) lockKey(t *Token) string        { id := t.hash(); return m.keyOf(":r:{", &id) }
+func (m *Manager) usedKey(t *Token) string        { id := t.hash(); return m.keyOf(":l:{", &id) }
 
 // keyOf is prefix + kind + hex(id) + "}", built with one allocation.
 func (m *Manager) keyOf(kind string, id *[32]byte) string {
