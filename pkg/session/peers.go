@@ -24,8 +24,9 @@ type Peers interface {
 	Run(ctx context.Context, heartbeat time.Duration, l PeerListener)
 }
 
-// PeerListener is told what happens on the channel. Its methods are called
-// from one goroutine, in the order things happen.
+// PeerListener is told what happens on the channel. Connected,
+// Disconnected and Invalidated are called from one goroutine, in the order
+// things happen; HeartbeatReturned may be called from another.
 type PeerListener interface {
 	// Connected: the subscription is live; nothing published from now on
 	// is missed while it lasts.
