@@ -328,4 +328,3 @@ func commands(t *testing.T, addr string) map[string]int {
 	}
 	return m
 }
-
