@@ -53,6 +53,7 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 		return err
 	}
 	defer closeStore()
+	cache := sessionCache(cfg, store, log)
 	store = metrics.InstrumentStore(store)
 
 	secrets := make([][]byte, 0, len(cfg.SessionSecrets))
@@ -74,8 +75,9 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 		}
 	}
 	sessions := session.NewManager(store, keys, session.Options{
-		Prefix: cfg.KeyPrefix, IdleTimeout: cfg.SessionTimeout, MaxLifetime: cfg.SessionMaxLifetime,
+		Prefix: cfg.KeyPrefix, IdleTimeout: cfg.SessionTimeout, MaxLifetime: cfg.SessionMaxLifetime, Cache: cache,
 	})
+	defer sessions.Start(ctx)()
 
 	providers, err := newProviders(cfg, log)
 	if err != nil {
@@ -193,6 +195,23 @@ func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// sessionCache is the configuration of the cache of opened sessions, with
+// its invalidation channel on the Redis store; nil when it is off, or when
+// sessions live in memory (nothing to save there).
+func sessionCache(cfg *config.Config, store session.Store, log *slog.Logger) *session.CacheOptions {
+	rs, ok := store.(*redisstore.Store)
+	if !cfg.SessionCache || !ok {
+		return nil
+	}
+	log.Info("session cache", "entries", cfg.SessionCacheEntries, "bytes", cfg.SessionCacheBytes,
+		"staleness", cfg.SessionCacheStaleness, "touch_interval", cfg.SessionTouchInterval)
+	return &session.CacheOptions{
+		Entries: cfg.SessionCacheEntries, Bytes: int64(cfg.SessionCacheBytes),
+		Staleness: cfg.SessionCacheStaleness, TouchInterval: cfg.SessionTouchInterval,
+		Peers: rs.Peers(redisstore.PeersOptions{Prefix: cfg.KeyPrefix, Log: log}),
+	}
 }
 
 // newStore returns the Redis store, or the memory store when none is
