@@ -106,7 +106,11 @@ func (p *Peers) Run(ctx context.Context, heartbeat time.Duration, l session.Peer
 			attempt = 1
 		}
 		if p.log != nil {
-			p.log.Warn("session cache: invalidation channel down; cached sessions are served no older than the staleness bound until it is back", "error", err)
+			level := slog.LevelDebug // once per outage at warn
+			if attempt == 1 {
+				level = slog.LevelWarn
+			}
+			p.log.Log(ctx, level, "session cache: invalidation channel down; cached sessions are served no older than the staleness bound until it is back", "error", err)
 		}
 		// The dial gate spaces out connection attempts already; this only
 		// keeps a channel that fails after connecting from spinning.
