@@ -2,7 +2,10 @@ package authz
 
 import (
 	"net/http"
+	"net/netip"
 	"strings"
+
+	"github.com/extauthz/extauthz/pkg/session"
 )
 
 // cookieValue returns the value of the first cookie called name in a Cookie
@@ -46,9 +49,9 @@ func withoutCookie(header, name string) string {
 // secure says whether cookies for this request get the Secure attribute.
 func (e *Engine) secure(r *in) bool {
 	switch e.opt.SecureCookie {
-	case "false":
+	case session.SecureNever:
 		return false
-	case "auto":
+	case session.SecureAuto:
 		return e.scheme(r) == "https"
 	}
 	return true
@@ -56,12 +59,30 @@ func (e *Engine) secure(r *in) bool {
 
 // urlScheme is the scheme of the URLs that point back at the app (the
 // OAuth2 redirect URI, the page after logout): https when cookies are Secure
-// (they only work over https then), else the browser's.
+// (they only work over https then), else the browser's. Loopback hosts are
+// the exception: browsers keep Secure cookies on http://localhost, so local
+// development over plain http works with the secure default.
 func (e *Engine) urlScheme(r *in) string {
-	if e.secure(r) {
+	if e.secure(r) && !loopbackHost(r.host) {
 		return "https"
 	}
 	return e.scheme(r)
+}
+
+// loopbackHost says whether a canonical host[:port] names this machine as
+// browsers see it: localhost, *.localhost, or a loopback address.
+func loopbackHost(host string) bool {
+	if a, err := netip.ParseAddrPort(host); err == nil {
+		return a.Addr().IsLoopback()
+	}
+	name, _, _ := strings.Cut(host, ":")
+	if strings.HasPrefix(host, "[") {
+		name = strings.Trim(host, "[]")
+	}
+	if a, err := netip.ParseAddr(name); err == nil {
+		return a.IsLoopback()
+	}
+	return name == "localhost" || strings.HasSuffix(name, ".localhost")
 }
 
 // scheme is the scheme the browser used: x-forwarded-proto (first hop) when
@@ -88,14 +109,7 @@ func (e *Engine) setCookie(r *in, name, value, path string, maxAge int) string {
 		Name: name, Value: value, Path: path, HttpOnly: true,
 		Secure: e.secure(r),
 	}
-	switch e.opt.SameSite {
-	case "None":
-		c.SameSite = http.SameSiteNoneMode
-	case "Strict":
-		c.SameSite = http.SameSiteStrictMode
-	default:
-		c.SameSite = http.SameSiteLaxMode
-	}
+	c.SameSite = e.opt.SameSite
 	c.Partitioned = e.opt.Partitioned && c.Secure
 	if maxAge < 0 {
 		c.MaxAge = -1

@@ -23,7 +23,12 @@ var errBadPath = errors.New("ambiguous or malformed path")
 // else: an encoded "/" or "\" (one upstream splits on it, another does
 // not), a backslash, NUL and other control characters (raw or encoded),
 // bytes outside ASCII, an invalid escape, a dot segment above the root, a
-// target that does not start with "/".
+// target that does not start with "/". So are the spellings whose meaning
+// depends on the upstream: a segment that is "." or ".." or empty only once
+// its parameters are cut ("/admin/..;/public" is /public to Tomcat and
+// /admin/… to Go, Node and nginx), and repeated slashes next to dot
+// segments ("/admin//../public" is /admin/public by RFC 3986 and Envoy,
+// /public by Go's path.Clean).
 //
 // A target that is already canonical — almost every request — is returned
 // as it is, without allocating.
@@ -64,15 +69,25 @@ func dotSegment(s string) bool {
 // resolvePath is the slow path of canonicalPath: path starts with "/" and
 // holds no raw byte that is refused.
 func resolvePath(path string) (string, error) {
-	segs := make([]string, 0, strings.Count(path, "/"))
-	trailing := false
+	raws := strings.Split(path[1:], "/")
+	segs := make([]string, 0, len(raws))
+	trailing, empty, dots := false, false, false
 	var b strings.Builder
-	for _, raw := range strings.Split(path[1:], "/") {
+	for i, raw := range raws {
 		seg, err := decodeSegment(raw, &b)
 		if err != nil {
 			return "", err
 		}
-		trailing = seg == "" || seg == "." || seg == ".."
+		dot := seg == "." || seg == ".."
+		if (dot || seg == "") && strings.Contains(raw, ";") {
+			return "", errBadPath // a dot or empty segment made by cutting parameters
+		}
+		empty = empty || seg == "" && i < len(raws)-1
+		dots = dots || dot
+		if empty && dots {
+			return "", errBadPath // repeated slashes and dot segments: resolved differently upstream
+		}
+		trailing = seg == "" || dot
 		switch seg {
 		case "", ".":
 		case "..":

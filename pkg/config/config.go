@@ -1,6 +1,11 @@
-// Package config builds extauthz's one typed configuration from, lowest to
-// highest: defaults, a YAML file (--config), environment variables (approuter's
-// names and EXTAUTHZ_*), service bindings (VCAP_SERVICES), and flags.
+// Package config builds extauthz's one typed configuration, in one place:
+// Load reads every source, lowest to highest — defaults, xs-app.json (its
+// login, logout and sessionTimeout), a YAML file (--config), approuter's
+// environment (EXT_SESSION_MGT and the service bindings, VCAP_APPLICATION),
+// environment variables (approuter's names and EXTAUTHZ_*, then <ENV>_FILE),
+// flags —, resolves what depends on several settings (the identity
+// provider), and validates the result, reporting every problem at once with
+// its source. Nothing after Load changes a setting.
 package config
 
 import (
@@ -10,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"slices"
 	"sort"
@@ -20,6 +26,7 @@ import (
 
 	"github.com/extauthz/extauthz/pkg/binding"
 	"github.com/extauthz/extauthz/pkg/policy"
+	"github.com/extauthz/extauthz/pkg/session"
 )
 
 // Config is everything extauthz needs to run.
@@ -32,6 +39,7 @@ type Config struct {
 	LogLevel        slog.Level
 	LogFormat       string // json or text
 	ShutdownTimeout time.Duration
+	DrainDelay      time.Duration // on SIGTERM, not ready but still answering, before the drain
 	Pprof           bool
 
 	// MaxHeaderBytes bounds the header names and values of one check;
@@ -47,8 +55,8 @@ type Config struct {
 	SessionTimeout     time.Duration // idle
 	SessionMaxLifetime time.Duration // absolute
 	SessionSecrets     []Secret      // first seals, all open
-	SecureCookie       string        // true, false, auto (from the request's scheme)
-	SameSite           string        // Lax, Strict, None
+	SecureCookie       session.SecureMode
+	SameSite           http.SameSite // Lax (default), Strict or None
 	Partitioned        bool
 	KeyPrefix          string
 	JWTRefresh         time.Duration // refresh this long before expiry; 0 = off

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/extauthz/extauthz/pkg/session"
 )
 
 var secret64 = strings.Repeat("s", 64)
@@ -37,7 +40,7 @@ func TestDefaults(t *testing.T) {
 	}
 	if c.GRPCAddr != ":9001" || c.AdminAddr != ":9003" || c.CookieName != "JSESSIONID" ||
 		c.SessionTimeout != 15*time.Minute || c.JWTRefresh != 5*time.Minute || c.Redis != nil ||
-		c.SameSite != "Lax" || c.SecureCookie != "true" || c.CallbackPath != "/login/callback" ||
+		c.SameSite != http.SameSiteLaxMode || c.SecureCookie != session.SecureAlways || c.CallbackPath != "/login/callback" ||
 		c.LogoutPath != "/logout" || c.StoreTimeout != 250*time.Millisecond {
 		t.Fatalf("defaults: %+v", c)
 	}
@@ -66,7 +69,7 @@ func TestApprouterEnvironment(t *testing.T) {
 		t.Fatalf("secret from %q", c.Origin("session-secrets"))
 	}
 	if c.SessionTimeout != 30*time.Minute || c.CookieName != "MYSESSION" || c.JWTRefresh != 0 ||
-		c.SecureCookie != "true" || c.SameSite != "None" || !c.Partitioned {
+		c.SecureCookie != session.SecureAlways || c.SameSite != http.SameSiteNoneMode || !c.Partitioned {
 		t.Fatalf("approuter variables not applied: %+v", c)
 	}
 }
@@ -321,6 +324,32 @@ func TestNginxAddr(t *testing.T) {
 	}
 	if _, err = Load([]string{"--nginx-addr", "9004"}, env(), &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), `--nginx-addr: "9004" is not host:port`) {
 		t.Fatalf("bad --nginx-addr: %v", err)
+	}
+}
+
+// TestDrainDelay: 5s unless set; 0 turns it off; negative is refused.
+func TestDrainDelay(t *testing.T) {
+	for _, tc := range []struct {
+		env  Getenv
+		want time.Duration
+		err  string
+	}{
+		{env(), 5 * time.Second, ""},
+		{env("EXTAUTHZ_DRAIN_DELAY", "0"), 0, ""},
+		{env("EXTAUTHZ_DRAIN_DELAY", "12s"), 12 * time.Second, ""},
+		{env("EXTAUTHZ_DRAIN_DELAY", "-1s"), 0, `EXTAUTHZ_DRAIN_DELAY: "-1s": must not be negative`},
+	} {
+		c, err := Load(nil, tc.env, &bytes.Buffer{})
+		switch {
+		case tc.err != "":
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("err = %v, want %q", err, tc.err)
+			}
+		case err != nil:
+			t.Errorf("err = %v, want %v", err, tc.want)
+		case c.DrainDelay != tc.want:
+			t.Errorf("drain delay %v, want %v", c.DrainDelay, tc.want)
+		}
 	}
 }
 

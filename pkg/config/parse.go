@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -110,7 +111,7 @@ func secrets(dst *[]Secret, v string) error {
 
 // cookies reads approuter's COOKIES JSON.
 func (c *Config) cookies(v string) error {
-	c.SameSite, c.Partitioned = "Lax", false
+	c.SameSite, c.Partitioned = http.SameSiteLaxMode, false
 	if strings.TrimSpace(v) == "" {
 		return nil
 	}
@@ -127,11 +128,11 @@ func (c *Config) cookies(v string) error {
 		s := *raw.SameSite
 		switch strings.ToLower(s) {
 		case "lax":
-			c.SameSite = "Lax"
+			c.SameSite = http.SameSiteLaxMode
 		case "strict":
-			c.SameSite = "Strict"
+			c.SameSite = http.SameSiteStrictMode
 		case "none":
-			c.SameSite = "None"
+			c.SameSite = http.SameSiteNoneMode
 		default:
 			return fmt.Errorf("SameSite: %q is not None, Lax or Strict", s)
 		}

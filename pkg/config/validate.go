@@ -3,10 +3,13 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/extauthz/extauthz/pkg/session"
 )
 
 // Validate checks the configuration as a whole and returns every problem,
@@ -43,7 +46,7 @@ func (c *Config) Validate() Problems {
 	if len(c.AllowedHosts) > 0 && c.TenantHostPattern != "" && c.origin["allowed-hosts"] != "VCAP_APPLICATION.application_uris" {
 		bad("allowed-hosts", "set together with TENANT_HOST_PATTERN, which decides the hosts in multitenant mode")
 	}
-	if c.SameSite == "None" && c.SecureCookie == "false" {
+	if c.SameSite == http.SameSiteNoneMode && c.SecureCookie == session.SecureNever {
 		bad("cookies", "SameSite=None needs Secure cookies, but SECURE_SESSION_COOKIE is false")
 	}
 	if c.SessionTimeout <= 0 {

@@ -1,6 +1,7 @@
 package envoy
 
 import (
+	"cmp"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -90,6 +91,11 @@ func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 func (h *HTTPHandler) serveNginx(w http.ResponseWriter, hr *http.Request) {
 	start := time.Now()
 	r, size := h.request(hr)
+	// nginx hands the app the request target as the browser sent it: no
+	// proxy normalised it, so only a target already in canonical form is
+	// decided on (the app may not resolve "..", "//" or escapes as the
+	// engine does).
+	r.Verbatim = true
 	sub := hr.Header.Get(subrequestHeader) == "nginx"
 	if sub {
 		m := hr.Header.Get(originalMethodHeader)
@@ -137,7 +143,7 @@ func retryAllowed(w http.ResponseWriter, hr *http.Request, d *authz.Decision) {
 	}
 	// A relative reference that cannot name another host: "//evil.example/"
 	// or "/\evil.example/" would, as Location, send the browser away.
-	out.Set("Location", "/"+strings.TrimLeft(hr.URL.RequestURI(), "/\\"))
+	out.Set("Location", "/"+strings.TrimLeft(cmp.Or(hr.RequestURI, hr.URL.RequestURI()), "/\\"))
 	out.Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusTemporaryRedirect)
 }
@@ -171,7 +177,14 @@ func writeDenied(w http.ResponseWriter, d *authz.Decision) {
 // request reads what the engine needs from the check request, and counts
 // the bytes of its headers as Envoy does (pseudo-headers included).
 func (h *HTTPHandler) request(hr *http.Request) (*authz.Request, int) {
-	path := hr.URL.RequestURI()
+	// The request target exactly as sent: net/http's URL.RequestURI()
+	// re-escapes the decoded path when the raw one holds a byte it does not
+	// keep raw, and "%2F" would come back as "/" (the engine refuses an
+	// encoded slash; it must see it).
+	path := hr.RequestURI
+	if path == "" { // a request not read by a server (tests)
+		path = hr.URL.RequestURI()
+	}
 	if h.pathPrefix != "" {
 		if p, ok := strings.CutPrefix(path, h.pathPrefix); ok && (p == "" || p[0] == '/' || p[0] == '?') {
 			path = p

@@ -1,9 +1,11 @@
 package envoy_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -123,7 +125,7 @@ func TestSameDecisionOverGRPCAndHTTP(t *testing.T) {
 				t.Fatal(err)
 			}
 			viaGRPC := fromGRPC(resp)
-			req := httptest.NewRequest(tt.method, "http://app.example.com/authz"+tt.path, nil)
+			req := originForm(httptest.NewRequest(tt.method, "http://app.example.com/authz"+tt.path, nil))
 			req.Header.Set("X-Forwarded-Proto", "https")
 			for k, v := range tt.headers {
 				req.Header.Set(k, v)
@@ -185,7 +187,7 @@ func TestHTTPIgnoresNginxMarker(t *testing.T) {
 	rec := &recorder{d: authz.Decision{Status: 403}}
 	h := envoy.NewHTTPHandler(rec, nil, discard(), "")
 	for _, marker := range []string{"nginx", "NGINX", "1"} {
-		req := httptest.NewRequest("POST", "http://app.example.com/api/orders", nil)
+		req := originForm(httptest.NewRequest("POST", "http://app.example.com/api/orders", nil))
 		req.Header.Set("X-Extauthz-Subrequest", marker)
 		req.Header.Set("X-Original-Method", "GET")
 		h.ServeHTTP(httptest.NewRecorder(), req)
@@ -195,7 +197,7 @@ func TestHTTPIgnoresNginxMarker(t *testing.T) {
 	}
 	// A denial other than 403 keeps its status (no nginx 401 mapping).
 	rec.d = authz.Decision{Status: 503, Body: "down"}
-	req := httptest.NewRequest("GET", "http://app.example.com/", nil)
+	req := originForm(httptest.NewRequest("GET", "http://app.example.com/", nil))
 	req.Header.Set("X-Extauthz-Subrequest", "nginx")
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, req)
@@ -206,7 +208,7 @@ func TestHTTPIgnoresNginxMarker(t *testing.T) {
 	// With the real engine: a CSRF-protected POST stays refused.
 	eng, cookie := csrfEngine(t)
 	h = envoy.NewHTTPHandler(eng, nil, discard(), "")
-	req = httptest.NewRequest("POST", "http://app.example.com/api/orders", nil)
+	req = originForm(httptest.NewRequest("POST", "http://app.example.com/api/orders", nil))
 	req.Header.Set("Cookie", "JSESSIONID="+cookie)
 	req.Header.Set("X-Extauthz-Subrequest", "nginx")
 	req.Header.Set("X-Original-Method", "GET")
@@ -225,7 +227,7 @@ func TestNginxSubrequest(t *testing.T) {
 	h := envoy.NewNginxHandler(authz.New(m, nil, testHosts(), authz.Options{}, discard()), nil, discard())
 	down := envoy.NewNginxHandler(authz.New(session.NewManager(downStore{mem}, keys, session.Options{}), nil, testHosts(), authz.Options{}, discard()), nil, discard())
 	do := func(h http.Handler, method string, headers map[string]string) *http.Response {
-		req := httptest.NewRequest("GET", "http://app.example.com/x", nil)
+		req := originForm(httptest.NewRequest("GET", "http://app.example.com/x", nil))
 		req.Header.Set("X-Extauthz-Subrequest", "nginx")
 		req.Header.Set("X-Original-Method", method)
 		for k, v := range headers {
@@ -253,7 +255,7 @@ func TestNginxSubrequest(t *testing.T) {
 	// A marked subrequest without the original method is a broken nginx
 	// configuration: refused, not decided as the subrequest's GET.
 	rec := &recorder{d: allowWithToken}
-	req := httptest.NewRequest("GET", "http://app.example.com/x", nil)
+	req := originForm(httptest.NewRequest("GET", "http://app.example.com/x", nil))
 	req.Header.Set("X-Extauthz-Subrequest", "nginx")
 	w := httptest.NewRecorder()
 	envoy.NewNginxHandler(rec, nil, discard()).ServeHTTP(w, req)
@@ -275,7 +277,7 @@ func TestNginxUnmarked(t *testing.T) {
 		{"/%2F/evil.example", "/%2F/evil.example"},
 	} {
 		for _, method := range []string{"GET", "POST", "DELETE"} {
-			req := httptest.NewRequest(method, "http://app.example.com"+tt.target, nil)
+			req := originForm(httptest.NewRequest(method, "http://app.example.com"+tt.target, nil))
 			req.Header.Set("X-Original-Method", "GET")           // a client's, ignored
 			req.Header.Set("X-Extauthz-Subrequest", "nginx-ish") // not the marker
 			w := httptest.NewRecorder()
@@ -297,8 +299,70 @@ func TestNginxUnmarked(t *testing.T) {
 	// Denials are the full answer, as on Envoy's protocol.
 	rec.d = authz.Decision{Status: 302, Response: []authz.Header{{Name: "location", Value: "https://idp.example/auth"}}}
 	w := httptest.NewRecorder()
-	h.ServeHTTP(w, httptest.NewRequest("GET", "http://app.example.com/", nil))
+	h.ServeHTTP(w, originForm(httptest.NewRequest("GET", "http://app.example.com/", nil)))
 	if w.Code != 302 || w.Header().Get("Location") != "https://idp.example/auth" {
 		t.Fatalf("denied fallback: %d %v", w.Code, w.Header())
+	}
+}
+
+// originForm makes a test request look as a server reads Envoy's or nginx's
+// check: an origin-form target ("/path?query"), the host in Host.
+func originForm(r *http.Request) *http.Request {
+	r.RequestURI = r.URL.RequestURI()
+	return r
+}
+
+// The HTTP protocols decide on the request target as sent: an encoded slash
+// that net/http would re-escape into a real one (when the raw path holds a
+// byte it does not keep raw) is still seen, and refused; on the nginx
+// listener, whose app gets the raw target, anything not already canonical is
+// refused too.
+func TestHTTPDecidesOnTheRawTarget(t *testing.T) {
+	mem := session.NewMemoryStore(nil)
+	keys, _ := session.NewKeys([]byte(strings.Repeat("k", 64)))
+	pol, err := policy.Parse([]byte(`{"routes":[{"source":"^/public/","authenticationType":"none"},{"source":"^/"}]}`), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng := authz.New(session.NewManager(mem, keys, session.Options{}), nil, testHosts(), authz.Options{Policy: pol}, discard())
+	for name, h := range map[string]http.Handler{
+		"envoy": envoy.NewHTTPHandler(eng, nil, discard(), ""),
+		"nginx": envoy.NewNginxHandler(eng, nil, discard()),
+	} {
+		srv := httptest.NewServer(h)
+		raw := func(target string) string {
+			c, err := net.Dial("tcp", srv.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n", target)
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			return resp.Status
+		}
+		for _, target := range []string{
+			"/admin/foo%2F..%2F..%2Fpublic/y|", "/admin/foo%2F..%2F..%2Fpublic/y%22", "/x%2F..%2Fpublic/y{", "http://app.example.com/public/x",
+		} {
+			if got := raw(target); !strings.HasPrefix(got, "400") {
+				t.Errorf("%s %q: %s, want 400", name, target, got)
+			}
+		}
+		if got := raw("/public/x|"); strings.HasPrefix(got, "400") {
+			t.Errorf("%s: a plain public path: %s", name, got) // nginx: 307 (an unmarked allow), Envoy: 200
+		}
+		for _, target := range []string{"/admin/../public/x", "/admin/%2e%2e/public/x", "//public/x", "/%70ublic/x", "/public/./x", "/public;x/y"} {
+			got := raw(target)
+			if name == "nginx" && !strings.HasPrefix(got, "400") {
+				t.Errorf("nginx %q: %s, want 400 (the app gets it as sent)", target, got)
+			}
+			if name == "envoy" && !strings.HasPrefix(got, "200") {
+				t.Errorf("envoy %q: %s, want 200 (resolved to /public/…; Envoy normalises for the app)", target, got)
+			}
+		}
+		srv.Close()
 	}
 }

@@ -267,7 +267,7 @@ func TestNginxHeaderLimit(t *testing.T) {
 	_, cookie, _ := m.Create(context.Background(), &sessionpb.Session{AccessToken: "tok"})
 	h := envoy.NewNginxHandler(authz.New(m, nil, testHosts(), authz.Options{}, discard()), nil, discard()).LimitHeaderBytes(2000)
 	do := func(sub bool, big int) *http.Response {
-		req := httptest.NewRequest("GET", "http://app.example.com/x", nil)
+		req := originForm(httptest.NewRequest("GET", "http://app.example.com/x", nil))
 		if sub {
 			req.Header.Set("X-Extauthz-Subrequest", "nginx")
 			req.Header.Set("X-Original-Method", "GET")

@@ -34,20 +34,28 @@ type Policy struct {
 	Ignored []string
 }
 
+// AuthType is a route's authenticationType.
+type AuthType string
+
+const (
+	AuthXSUAA AuthType = "xsuaa" // a login (the default)
+	AuthIAS   AuthType = "ias"   // a login
+	AuthNone  AuthType = "none"  // public: no login
+)
+
 // Route is one compiled routes[] entry.
 type Route struct {
-	Index   int
-	Source  *regexp.Regexp
-	Methods []string // empty: every method
-	// AuthType: xsuaa, ias or none.
-	AuthType string
+	Index    int
+	Source   *regexp.Regexp
+	Methods  []string // empty: every method
+	AuthType AuthType
 	// Scopes by method ("" = default); nil: no scope needed.
 	Scopes map[string][]string
 	CSRF   bool
 }
 
 // Public says whether the route needs no login.
-func (r *Route) Public() bool { return r.AuthType == "none" }
+func (r *Route) Public() bool { return r.AuthType == AuthNone }
 
 // ScopesFor is the scopes a method needs on this route, any one of which
 // passes. restricted is false when the route names no scope (every logged-in
@@ -205,7 +213,7 @@ func Parse(doc []byte, xsappname string) (*Policy, error) {
 			errs = append(errs, fmt.Errorf("%s: %w", where, err))
 			continue
 		}
-		r := Route{Index: i, AuthType: "xsuaa", CSRF: true}
+		r := Route{Index: i, AuthType: AuthXSUAA, CSRF: true}
 		var src string
 		if err := json.Unmarshal(rr.Source, &src); err != nil || src == "" {
 			// approuter also allows {"path": …, "matchCase": …}
@@ -236,8 +244,8 @@ func Parse(doc []byte, xsappname string) (*Policy, error) {
 			r.Methods = append(r.Methods, m)
 		}
 		if rr.AuthenticationType != nil {
-			switch t := *rr.AuthenticationType; t {
-			case "xsuaa", "ias", "none":
+			switch t := AuthType(*rr.AuthenticationType); t {
+			case AuthXSUAA, AuthIAS, AuthNone:
 				r.AuthType = t
 			case "basic":
 				errs = append(errs, fmt.Errorf("%s.authenticationType: basic is not supported (it sends passwords to the app); use xsuaa or ias", where))
@@ -246,7 +254,7 @@ func Parse(doc []byte, xsappname string) (*Policy, error) {
 			}
 		}
 		if p.Public {
-			r.AuthType = "none"
+			r.AuthType = AuthNone
 		}
 		if rr.CSRFProtection != nil {
 			r.CSRF = *rr.CSRFProtection

@@ -1,8 +1,19 @@
 package server
 
 import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
 	"net/http"
+	"runtime/debug"
 	"time"
+
+	"golang.org/x/net/netutil"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 )
 
 // Timeouts bound how long a connection to the HTTP or admin listener may
@@ -48,4 +59,63 @@ func httpServer(h http.Handler, t Timeouts, maxHeaderBytes int) *http.Server {
 		Handler: h, MaxHeaderBytes: maxHeaderBytes,
 		ReadHeaderTimeout: t.ReadHeader, ReadTimeout: t.Read, IdleTimeout: t.Idle,
 	}
+}
+
+// DefaultMaxConnections bounds the open connections of each check
+// listener: Envoy and nginx keep a handful each, and every connection costs
+// buffers (about 18 KiB on the gRPC listener) that nobody may multiply by
+// connecting and waiting.
+const DefaultMaxConnections = 4096
+
+// limitListener bounds a listener's open connections; beyond, new ones wait
+// in the backlog until one closes (the idle timeouts close idle ones).
+func limitListener(l net.Listener, n int) net.Listener {
+	if l == nil {
+		return nil
+	}
+	if n <= 0 {
+		n = DefaultMaxConnections
+	}
+	return netutil.LimitListener(l, n)
+}
+
+// grpcBounds are the gRPC listener's counterpart of the HTTP timeouts: a
+// connection must finish its handshake within ReadHeader and is closed after
+// Idle without a call, and a panic in a check fails that check (Internal:
+// Envoy applies its status_on_error), not the process.
+func grpcBounds(t Timeouts, log *slog.Logger) []grpc.ServerOption {
+	t = t.withDefaults()
+	return []grpc.ServerOption{
+		grpc.ConnectionTimeout(t.ReadHeader),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: t.Idle}),
+		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
+			defer func() {
+				if p := recover(); p != nil {
+					log.ErrorContext(ctx, "panic in a check: the check fails, the process goes on", "method", info.FullMethod, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+					resp, err = nil, status.Error(codes.Internal, "internal error")
+				}
+			}()
+			return h(ctx, req)
+		}),
+	}
+}
+
+// recoverHTTP answers 500 to a request whose handler panicked and logs it
+// once, with the stack, instead of net/http's unstructured trace.
+func recoverHTTP(h http.Handler, log *slog.Logger) http.Handler {
+	if h == nil {
+		return nil
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				log.ErrorContext(r.Context(), "panic in a check: the check fails, the process goes on", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+				http.Error(w, "internal error", http.StatusInternalServerError)
+			}
+		}()
+		h.ServeHTTP(w, r)
+	})
 }

@@ -160,16 +160,6 @@ func loopback(name string) bool {
 	return err == nil && a.IsLoopback()
 }
 
-// Hostname is the host without port, lower-cased and without a trailing
-// dot; "" for a host that is not a plain DNS name or IP literal.
-func Hostname(host string) string {
-	name, _, ok := splitHost(host)
-	if !ok {
-		return ""
-	}
-	return strings.TrimSuffix(name, ".")
-}
-
 // splitHost parses host[:port]: a DNS name or a bracketed IPv6 literal, and
 // a port 1-65535 when there is a colon. The name is lower-cased.
 func splitHost(host string) (name, port string, ok bool) {
@@ -184,7 +174,7 @@ func splitHost(host string) (name, port string, ok bool) {
 			return "", "", false
 		}
 		name, port = host[:end+1], host[end+1:]
-		if port != "" && port[0] != ':' {
+		if port != "" && (port[0] != ':' || len(port) == 1) {
 			return "", "", false
 		}
 		port = strings.TrimPrefix(port, ":")
@@ -193,7 +183,7 @@ func splitHost(host string) (name, port string, ok bool) {
 		}
 	} else if i := strings.LastIndexByte(host, ':'); i >= 0 {
 		name, port = host[:i], host[i+1:]
-		if port == "" {
+		if port == "" || name == "" {
 			return "", "", false
 		}
 	}

@@ -80,6 +80,8 @@ func FuzzResolve(f *testing.F) {
 	single, _ := New(Options{AllowedHosts: []string{"app.example.com", "*.apps.example.com"}})
 	f.Add("acme.app.example.com", "")
 	f.Add("x", "y.app.example.com")
+	f.Add(":80", "")
+	f.Add("a", ":8443")
 	f.Fuzz(func(t *testing.T, host, fwd string) {
 		h, tn, err := r.Resolve(host, fwd)
 		if err == nil && (tn == "" || strings.ContainsAny(tn, "/:@ \\") || !strings.HasSuffix(Hostname(h), ".app.example.com")) {
@@ -116,6 +118,10 @@ func TestAllowedHosts(t *testing.T) {
 		" app.example.com":            "",
 		"app.example.com:0":           "",
 		"app.example.com:08080":       "",
+		":80":                         "",
+		":":                           "",
+		"[]:80":                       "",
+		"[::1]:":                      "",
 	} {
 		got, _, err := r.Resolve(host, "")
 		if got != want || (err == nil) != (want != "") {

@@ -22,6 +22,8 @@ var malformedHosts = []string{
 	strings.Repeat("a", 300) + ".example", "xn--80ak6aa92e.com", "аpp.example.com",
 	"app.example.com@attacker.example", "attacker.example#app.example.com", "app.example.com:443@x",
 	"app.example.com attacker.example", "app.example.com.attacker.example:8443@x", "*.wild.example", "app.example.com..",
+	// A port without a name (once a panic that killed the process).
+	":80", ":", ":8443", "[]:80", ":localhost", "[::1]:", "[%1]:80",
 }
 
 type hostCheck struct {

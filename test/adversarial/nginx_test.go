@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -124,11 +125,13 @@ func startNginx(t *testing.T, bin string, port int, extauthz, app string) {
 	logFile, _ := os.Create(filepath.Join(dir, "nginx.log"))
 	cmd := exec.Command(bin, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"), "-g", "daemon off;")
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	// Its own process group: the workers go with the master at the end.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		cmd.Process.Kill()
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		cmd.Wait()
 		if t.Failed() {
 			t.Logf("nginx log:\n%s", tail(readFile(logFile.Name()), 4000))

@@ -53,7 +53,7 @@ var adminSpellings = []pathCase{
 	{"/admin//x", classAdmin, false},
 	{"/./admin/x", classAdmin, false},
 	{"/././admin/x", classAdmin, false},
-	{"/.//admin/x", classAdmin, false},
+	{"/.//admin/x", classAdminOrBad, false},
 	{"/%2e/admin/x", classAdmin, false},
 	{"/%2E/admin/x", classAdmin, false},
 	{"/admin/./x", classAdmin, false},
@@ -67,15 +67,15 @@ var adminSpellings = []pathCase{
 	{"/admin;jsessionid=1/x", classAdmin, false},
 	{"/admin;a=b;c=d/x", classAdmin, false},
 	{"/admin;/./x", classAdmin, false},
-	{"/public/..;/admin/x", classAdmin, false},
+	{"/public/..;/admin/x", classAdminOrBad, false},
 	{"/public;/../admin/x", classAdmin, false},
 	{"/public;x=1/../admin/x", classAdmin, false},
-	{"/public/%2e%2e;/admin/x", classAdmin, false},
-	{"/public/..;x=y/admin/x", classAdmin, false},
-	{"/public/x/..;/..;/admin/x", classAdmin, false},
+	{"/public/%2e%2e;/admin/x", classAdminOrBad, false},
+	{"/public/..;x=y/admin/x", classAdminOrBad, false},
+	{"/public/x/..;/..;/admin/x", classAdminOrBad, false},
 	{"/%61dmin;/x", classAdmin, false},
-	{"//public/../admin/x", classAdmin, false},
-	{"/public//../admin/x", classAdmin, false}, // merge first, then dot segments: /admin/x
+	{"//public/../admin/x", classAdminOrBad, false},
+	{"/public//../admin/x", classAdminOrBad, false}, // /admin/x merging first, /public/admin/x by RFC 3986: refused
 	{"/admin/x?/public/", classAdmin, false},
 	{"/admin/x?x=/public/../public/", classAdmin, false},
 	{"/public/../admin/x?y=%2f", classAdmin, false},
@@ -91,6 +91,22 @@ var adminSpellings = []pathCase{
 
 // badSpellings cannot be made unambiguous: 400, never matched as anything.
 var badSpellings = []pathCase{
+	// Spellings an upstream reads as /admin/… while Tomcat or RFC 3986 read
+	// them as /public/…: refused, never the public route.
+	{"/admin/..;/public/x", classBad, false},
+	{"/admin/..;x=1/public/x", classBad, false},
+	{"/admin/%2e%2e;/public/x", classBad, false},
+	{"/admin/.;/../public/x", classBad, false},
+	{"/admin/;/../public/x", classBad, false},
+	{"/admin/;x/../public/x", classBad, false},
+	{"/admin/x/..;/..;/public/x", classBad, false},
+	{"/admin//../public/x", classBad, false},
+	{"/admin/x//../../public/x", classBad, false},
+	// An encoded slash next to a byte net/http re-escapes: decided on the
+	// raw target, not on a re-encoding of the decoded path.
+	{"/admin/foo%2F..%2F..%2Fpublic/y|", classBad, false},
+	{"/admin/foo%2F..%2F..%2Fpublic/y`", classBad, false},
+	{"/api/orders%2F..%2F..%2Fpublic/x{", classBad, false},
 	{"/admin%2fx", classBad, false},
 	{"/admin%2Fx", classBad, false},
 	{"/%2fadmin/x", classBad, false},

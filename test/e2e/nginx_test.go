@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -64,11 +65,13 @@ func startNginx(t *testing.T, bin string, port int, extauthzNginx, app string) {
 	logFile, _ := os.Create(filepath.Join(dir, "nginx.log"))
 	cmd := exec.Command(bin, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"), "-g", "daemon off;")
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	// Its own process group: the workers go with the master at the end.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		cmd.Process.Kill()
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		cmd.Wait()
 		if t.Failed() {
 			b, _ := os.ReadFile(logFile.Name())

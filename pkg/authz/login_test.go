@@ -1,0 +1,158 @@
+package authz_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/extauthz/extauthz/pkg/authz"
+	"github.com/extauthz/extauthz/pkg/idp"
+)
+
+func login(t *testing.T, f *fixture, path string) string {
+	t.Helper()
+	ctx := context.Background()
+	d := f.engine.Check(ctx, get(path, ""))
+	if d.Status != http.StatusFound {
+		t.Fatalf("login start: %+v", d)
+	}
+	loc, _ := url.Parse(header(d, "location"))
+	q := loc.Query()
+	if q.Get("redirect_uri") != "https://app.example.com/login/callback" || q.Get("code_challenge_method") != "S256" {
+		t.Fatalf("authorize URL %s", loc)
+	}
+	stateCookie := headers(d, "set-cookie")[0]
+	if !strings.Contains(stateCookie, "Path=/login/callback") || !strings.Contains(stateCookie, "HttpOnly") ||
+		!strings.Contains(stateCookie, "Secure") || !strings.Contains(stateCookie, "Max-Age=180") {
+		t.Fatalf("state cookie %q", stateCookie)
+	}
+	nameValue, _, _ := strings.Cut(stateCookie, ";")
+	cb := get("/login/callback?"+url.Values{"code": {"c1"}, "state": {q.Get("state")}}.Encode(), nameValue)
+	d = f.engine.Check(ctx, cb)
+	if d.Status != http.StatusFound || header(d, "location") != path {
+		t.Fatalf("callback: %+v, want 302 to %s", d, path)
+	}
+	var session string
+	for _, sc := range headers(d, "set-cookie") {
+		if v, ok := strings.CutPrefix(sc, "JSESSIONID="); ok {
+			session, _, _ = strings.Cut(v, ";")
+		} else if !strings.Contains(sc, "Max-Age=0") {
+			t.Fatalf("callback must clear the state cookie, set %q", sc)
+		}
+	}
+	if session == "" {
+		t.Fatalf("callback set no session cookie: %v", headers(d, "set-cookie"))
+	}
+	// Replaying the same callback fails.
+	if d := f.engine.Check(ctx, cb); d.Status != http.StatusBadRequest {
+		t.Fatalf("replayed callback: %d, want 400", d.Status)
+	}
+	return session
+}
+
+func TestLoginFlow(t *testing.T) {
+	f := newFixture(t, authz.Options{})
+	c := login(t, f, "/orders?id=7")
+	d := f.engine.Check(context.Background(), get("/orders", "JSESSIONID="+c))
+	if !d.Allow || d.Upstream[0].Value != "Bearer at-c1" {
+		t.Fatalf("after login: %+v", d)
+	}
+}
+
+func TestCallbackFailures(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, authz.Options{})
+	start := func() (state, cookie string) {
+		d := f.engine.Check(ctx, get("/", ""))
+		loc, _ := url.Parse(header(d, "location"))
+		c, _, _ := strings.Cut(headers(d, "set-cookie")[0], ";")
+		return loc.Query().Get("state"), c
+	}
+	cb := func(q url.Values, cookie string) *authz.Decision {
+		return f.engine.Check(ctx, get("/login/callback?"+q.Encode(), cookie))
+	}
+	state, cookie := start()
+	if d := cb(url.Values{"state": {state}, "error": {"access_denied"}}, cookie); d.Status != http.StatusForbidden || !strings.Contains(d.Body, "access_denied") {
+		t.Fatalf("error=access_denied: %d %q", d.Status, d.Body)
+	}
+	if d := cb(url.Values{"state": {state}, "code": {"c"}}, ""); d.Status != http.StatusBadRequest {
+		t.Fatalf("state cookie cleared by the IdP error: %d", d.Status)
+	}
+	state, _ = start()
+	if d := cb(url.Values{"state": {state}, "code": {"c"}}, ""); d.Status != http.StatusBadRequest || !strings.Contains(d.Body, "not started in this browser") {
+		t.Fatalf("missing state cookie: %d %q", d.Status, d.Body)
+	}
+	state, _ = start()
+	if d := cb(url.Values{"state": {state}, "code": {"c"}}, "JSESSIONID_login_"+state[:10]+"=forged"); d.Status != http.StatusBadRequest {
+		t.Fatalf("wrong state cookie: %d", d.Status)
+	}
+	if d := cb(url.Values{"state": {"unknown-state-value"}, "code": {"c"}}, ""); d.Status != http.StatusBadRequest {
+		t.Fatalf("unknown state: %d", d.Status)
+	}
+	if d := cb(url.Values{"code": {"c"}}, ""); d.Status != http.StatusBadRequest {
+		t.Fatalf("no state: %d", d.Status)
+	}
+	f.idp.exchangeErr = fmt.Errorf("%w: invalid_grant", idp.ErrRejected)
+	state, cookie = start()
+	if d := cb(url.Values{"state": {state}, "code": {"bad"}}, cookie); d.Status != http.StatusBadRequest {
+		t.Fatalf("rejected code: %d", d.Status)
+	}
+	f.idp.exchangeErr = errors.New("dial tcp: connection refused")
+	state, cookie = start()
+	if d := cb(url.Values{"state": {state}, "code": {"c"}}, cookie); d.Status != http.StatusBadGateway {
+		t.Fatalf("IdP down at exchange: %d", d.Status)
+	}
+	f.idp.authErr = errors.New("discovery failed")
+	if d := f.engine.Check(ctx, get("/", "")); d.Status != http.StatusBadGateway {
+		t.Fatalf("IdP down at login start: %d", d.Status)
+	}
+}
+
+func TestReturnPathStaysOnHost(t *testing.T) {
+	f := newFixture(t, authz.Options{})
+	for path, want := range map[string]string{
+		"/a/b?c=d": "/a/b?c=d", "//evil.example/x": "/evil.example/x", "/./a/../b?x": "/b?x",
+		"/" + strings.Repeat("a", 600): "/", "/" + strings.Repeat("a", 500): "/" + strings.Repeat("a", 500),
+		"/\\evil.example": "", "https://evil.example/": "", "*": "", "/%2F%2Fevil.example": "",
+	} {
+		d := f.engine.Check(context.Background(), get(path, ""))
+		if want == "" {
+			if d.Status != http.StatusBadRequest || header(d, "location") != "" {
+				t.Errorf("request target %q: %d to %q, want 400", path, d.Status, header(d, "location"))
+			}
+			continue
+		}
+		loc, _ := url.Parse(header(d, "location"))
+		state := loc.Query().Get("state")
+		c, _, _ := strings.Cut(headers(d, "set-cookie")[0], ";")
+		_, value, _ := strings.Cut(c, "=")
+		ls, err := f.sessions.OpenLogin(state, value, "", "app.example.com")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ls.GetReturnPath() != want {
+			t.Errorf("request target %q returns to %q, want %q", path, ls.GetReturnPath(), want)
+		}
+	}
+}
+
+func TestLogout(t *testing.T) {
+	f := newFixture(t, authz.Options{})
+	c := login(t, f, "/")
+	d := f.engine.Check(context.Background(), get("/logout", "JSESSIONID="+c))
+	loc, _ := url.Parse(header(d, "location"))
+	if d.Status != http.StatusFound || loc.Host != "idp.test" || loc.Query().Get("id_token_hint") != "idt-1" ||
+		loc.Query().Get("post_logout_redirect_uri") != "https://app.example.com/" {
+		t.Fatalf("logout: %+v", d)
+	}
+	if sc := header(d, "set-cookie"); !strings.HasPrefix(sc, "JSESSIONID=;") || !strings.Contains(sc, "Max-Age=0") {
+		t.Fatalf("logout must clear the cookie: %q", sc)
+	}
+	if d := f.engine.Check(context.Background(), get("/", "JSESSIONID="+c, "x-requested-with", "XMLHttpRequest")); d.Status != http.StatusUnauthorized {
+		t.Fatalf("cookie after logout: %d, want 401", d.Status)
+	}
+}
