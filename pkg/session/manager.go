@@ -113,9 +113,6 @@ func (m *Manager) CacheStats() CacheStats {
 	return m.cache.stats()
 }
 
-// Cached says whether the Manager has a cache.
-func (m *Manager) Cached() bool { return m.cache != nil }
-
 // Session is one loaded session: its record and where it lives. A Session
 // and its Record are read-only once made: with the cache, one Session is
 // shared by every request that loads it. To change a record, change a copy
