@@ -78,15 +78,8 @@ func allWork(x *e2e.Extauthz, cookies []string) map[int]int {
 	return out
 }
 
-// hammer sends checks over the cookies from workers until stop, and counts
-// outcomes.
-func hammer(x *e2e.Extauthz, cookies []string, workers int, stop <-chan struct{}) map[int]int {
-	out, _ := hammerSplit(x, cookies, workers, stop, time.Time{})
-	return out
-}
-
-// hammerSplit is hammer that counts apart the checks sent before split and
-// those sent after.
+// hammerSplit sends checks over the cookies from workers until stop, and
+// counts outcomes: of the checks sent before split, and of those after.
 func hammerSplit(x *e2e.Extauthz, cookies []string, workers int, stop <-chan struct{}, split time.Time) (before, after map[int]int) {
 	var mu sync.Mutex
 	before, after = map[int]int{}, map[int]int{}
