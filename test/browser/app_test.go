@@ -74,9 +74,12 @@ async function callAPI(path) {
     return { error: String(e) };
   }
 }
-window.addEventListener("load", async () => {
-  const r = await callAPI("/api/echo");
+// Shown again by the back button from the back/forward cache (no request
+// is made then), the page asks the API again: the session may have ended.
+async function showSession() {
   const el = document.getElementById("api");
+  el.dataset.status = "";
+  const r = await callAPI("/api/echo");
   if (r.status === 200) {
     el.textContent = "The API answered: signed in" + (r.body.bearer ? " (Bearer token)" : " (no token!)") + ".";
   } else if (r.status === 401) {
@@ -85,7 +88,14 @@ window.addEventListener("load", async () => {
     el.textContent = "The API failed: " + (r.error || r.status);
   }
   el.dataset.status = String(r.status || r.error);
+}
+window.addEventListener("pageshow", (ev) => {
+  if (ev.persisted) {
+    document.documentElement.dataset.restored = "bfcache";
+    showSession();
+  }
 });
+window.addEventListener("load", showSession);
 </script>
 </html>
 `))

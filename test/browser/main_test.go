@@ -242,10 +242,12 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		"EXTAUTHZ_LOG_LEVEL":          "debug",
 		"EXTAUTHZ_LOG_FORMAT":         "text",
 	}
-	if !o.TLS {
-		// Plain http: the redirect URI and cookies follow the browser's
-		// scheme (with Secure, extauthz sends the browser to https).
-		env["SECURE_SESSION_COOKIE"] = "false"
+	// Plain http: no Secure cookies (with Secure, extauthz builds its
+	// redirect URI with https). With TLS, the default: Secure. (StartExtauthz
+	// turns Secure off unless told.)
+	env["SECURE_SESSION_COOKIE"] = "false"
+	if o.TLS {
+		env["SECURE_SESSION_COOKIE"] = "true"
 	}
 	for i := 0; i+1 < len(o.Env); i += 2 {
 		env[o.Env[i]] = o.Env[i+1]

@@ -185,12 +185,22 @@ func (tb *tab) callAPI(path string) apiResult {
 	return r
 }
 
-// pageAPIStatus waits for the page's own fetch at load and returns what it
-// showed the person and the status it got.
+// pageAPIStatus waits for the page's own fetch (at load, or when shown
+// again from the back/forward cache) and returns what it showed the person
+// and the status it got. (Read with script: chromedp's DOM queries do not
+// see a document the back/forward cache restored.)
 func (tb *tab) pageAPIStatus() (shown, status string) {
 	tb.t.Helper()
-	tb.do(chromedp.WaitVisible(chromedp.CSS(`#api:not([data-status=""])`)))
-	return tb.text("#api"), run(tb, chromedp.AttributeValue(chromedp.ID("api"), "data-status")).Value
+	var r struct{ Shown, Status string }
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		b := run(tb, chromedp.Evaluate[[]byte](`(() => { const el = document.getElementById("api");
+			return el ? { shown: el.textContent, status: el.dataset.status } : {}; })()`))
+		if err := json.Unmarshal(b, &r); err == nil && r.Status != "" {
+			return r.Shown, r.Status
+		}
+	}
+	tb.t.Fatalf("the page's own API call did not finish: %+v", r)
+	return "", ""
 }
 
 func jsString(s string) string {
