@@ -98,40 +98,56 @@ func TestRestartKeepsTheSession(t *testing.T) {
 	}
 }
 
-// Scenario 3: the session ends (an administrator deletes it in Redis): the
-// page's fetch gets a 401 it can read (not a redirect, not a CORS failure)
-// and no login starts for it; a reload, a navigation, goes to the login
-// form, and logging in again brings the person back to the page.
+// Scenario 3: the session ends (an administrator deletes it in Redis, or
+// its idle timeout passes): the page's fetch gets a 401 it can read (not a
+// redirect, not a CORS failure) and no login starts for it; a reload, a
+// navigation, goes to the login form, and logging in again brings the
+// person back to the page.
 func TestEndedSessionFetchGets401ReloadLogsIn(t *testing.T) {
-	s := newStack(t, stackOptions{})
-	page := s.URL + "/reports?year=2026"
-	b := loggedIn(t, s, "carol", "/reports?year=2026")
-	if r := b.callAPI("/api/echo"); r.Status != 200 {
-		t.Fatalf("fetch before the session ended: %+v", r)
-	}
+	for _, tc := range []struct {
+		name string
+		env  []string
+		end  func(t *testing.T, s *stack)
+	}{
+		{"deleted", nil, func(t *testing.T, s *stack) { s.endSessions(t) }},
+		{"idle timeout", []string{"SESSION_TIMEOUT", "2s"}, func(t *testing.T, s *stack) {
+			for deadline := time.Now().Add(5 * time.Second); len(s.sessionKeys(t)) > 0; time.Sleep(100 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the session did not expire")
+				}
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newStack(t, stackOptions{Env: tc.env})
+			page := s.URL + "/reports?year=2026"
+			b := loggedIn(t, s, "carol", "/reports?year=2026")
+			if r := b.callAPI("/api/echo"); r.Status != 200 {
+				t.Fatalf("fetch before the session ended: %+v", r)
+			}
 
-	s.endSessions(t)
-	r := b.callAPI("/api/echo")
-	if r.Error != "" {
-		t.Fatalf("fetch after the session ended failed as a script sees a network or CORS error: %s", r.Error)
-	}
-	if r.Status != 401 || r.Redirected || r.Type != "basic" || r.URL != s.URL+"/api/echo" {
-		t.Fatalf("fetch after the session ended: %+v, want a plain 401 from the app's own URL", r)
-	}
-	if !strings.Contains(r.text(), "Unauthorized") {
-		t.Errorf("the 401's body: %q", r.text())
-	}
-	if st := stateCookies(b.cookies(s.URL + "/login/callback")); len(st) != 0 {
-		t.Errorf("a script's 401 started a login: state cookie %s", st[0].Name)
-	}
-	// A page loaded now shows the person what happened.
-	b.do(chromedp.Evaluate[chromedp.Void](`location.hash = "ended"`))
+			tc.end(t, s)
+			r := b.callAPI("/api/echo")
+			if r.Error != "" {
+				t.Fatalf("fetch after the session ended failed as a script sees a network or CORS error: %s", r.Error)
+			}
+			if r.Status != 401 || r.Redirected || r.Type != "basic" || r.URL != s.URL+"/api/echo" {
+				t.Fatalf("fetch after the session ended: %+v, want a plain 401 from the app's own URL", r)
+			}
+			if !strings.Contains(r.text(), "Unauthorized") {
+				t.Errorf("the 401's body: %q", r.text())
+			}
+			if st := stateCookies(b.cookies(s.URL + "/login/callback")); len(st) != 0 {
+				t.Errorf("a script's 401 started a login: state cookie %s", st[0].Name)
+			}
 
-	b.reload()
-	b.atLoginForm()
-	b.login("carol", page)
-	if shown, status := b.pageAPIStatus(); status != "200" {
-		t.Fatalf("after logging in again the page's fetch got %s: %q", status, shown)
+			b.reload()
+			b.atLoginForm()
+			b.login("carol", page)
+			if shown, status := b.pageAPIStatus(); status != "200" {
+				t.Fatalf("after logging in again the page's fetch got %s: %q", status, shown)
+			}
+		})
 	}
 }
 
