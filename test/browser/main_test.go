@@ -1,8 +1,13 @@
 // Package browser_test runs extauthz end to end in a real browser: headless
-// Chromium (Debian's chromium), driven with chromedp, in front of the
-// shipped nginx configuration, the real extauthz binary, a real
-// redis-server, Ory Hydra with a login page a person could use, and a small
-// app whose page calls its API with fetch(). See DEVELOPERS.md.
+// Chromium (Debian's chromium), driven with chromedp, through the shipped
+// deploy/nginx configuration (a real nginx) to the real extauthz binary, a
+// real redis-server, Ory Hydra with a login page a person could use
+// (e2e.LoginApp), and a small app whose page calls its API with fetch().
+// Host names are *.localhost (Chromium resolves them to loopback).
+//
+// Without chromium, nginx or redis-server the suite is skipped, or fails
+// when CI is set (scripts/deps.sh installs them). Screenshots of the
+// failed-login pages are kept with go test -artifacts.
 package browser_test
 
 import (
