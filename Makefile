@@ -30,8 +30,8 @@ demo: deps ## End to end on this machine: Redis, Ory Hydra, extauthz; log in, re
 	$(GO) run ./cmd/extauthz-demo
 
 .PHONY: bench
-bench: deps ## Load the real binary on a real Redis (table + bench-results/bench.json), then the microbenchmarks
-	$(GO) run ./cmd/extauthz-bench
+bench: deps ## Side by side on one Redis: a no-op server, extauthz with/without its cache, oauth2-proxy, the GET floor; logout propagation (table + bench-results/bench.json); then the microbenchmarks
+	$(GO) run ./cmd/extauthz-bench $(BENCH_FLAGS)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 1s ./pkg/session/ ./pkg/authz/
 
 STATICCHECK_VERSION := v0.8.2

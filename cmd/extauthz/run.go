@@ -18,6 +18,7 @@ import (
 	"github.com/extauthz/extauthz/pkg/config"
 	"github.com/extauthz/extauthz/pkg/envoy"
 	"github.com/extauthz/extauthz/pkg/idp"
+	"github.com/extauthz/extauthz/pkg/metrics"
 	"github.com/extauthz/extauthz/pkg/policy"
 	"github.com/extauthz/extauthz/pkg/server"
 	"github.com/extauthz/extauthz/pkg/session"
@@ -46,7 +47,7 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 		// small: trading some memory for a quarter of the GC work pays.
 		debug.SetGCPercent(400)
 	}
-	metrics := server.NewMetricsWith(server.MetricsOptions{MaxTenants: cfg.MetricsMaxTenants})
+	metrics := metrics.New(metrics.Options{MaxTenants: cfg.MetricsMaxTenants})
 
 	store, closeStore, err := newStore(cfg, log)
 	if err != nil {
@@ -137,7 +138,8 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 		MaxHeaderBytes:  cfg.MaxHeaderBytes,
 		Timeouts:        server.Timeouts{ReadHeader: cfg.HTTPReadHeaderTimeout, Idle: cfg.HTTPIdleTimeout},
 		Ready:           store.Ping,
-		Metrics:         metrics,
+		Metrics:         metrics.Handler(),
+		DrainDelay:      cfg.DrainDelay,
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		Pprof:           cfg.Pprof,
 		Log:             log,

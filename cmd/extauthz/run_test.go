@@ -60,7 +60,7 @@ func TestRunServesOverRealConnections(t *testing.T) {
 		"VCAP_SERVICES": fmt.Sprintf(`{"redis-cache":[{"name":"my-redis","label":"redis-cache","tags":["cache"],
 			"credentials":{"hostname":"127.0.0.1","port":%d,"password":"","tls":false,"cluster_mode":false}}]}`, redis.Port),
 		"EXTAUTHZ_GRPC_ADDR": grpcAddr, "EXTAUTHZ_HTTP_ADDR": httpAddr, "EXTAUTHZ_ADMIN_ADDR": adminAddr, "EXTAUTHZ_LOG_LEVEL": "debug",
-		"EXTAUTHZ_NGINX_ADDR": nginxAddr, "EXTAUTHZ_ALLOWED_HOSTS": "app.example.com",
+		"EXTAUTHZ_NGINX_ADDR": nginxAddr, "EXTAUTHZ_ALLOWED_HOSTS": "app.example.com", "EXTAUTHZ_DRAIN_DELAY": "2s",
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -161,8 +161,24 @@ func TestRunServesOverRealConnections(t *testing.T) {
 		t.Fatalf("nginx subrequest: status %d, want 401", nresp.StatusCode)
 	}
 
-	// SIGTERM (ctx cancel): a clean exit.
+	// SIGTERM (ctx cancel): not ready at once, checks still answered for
+	// the drain delay, then a clean exit.
 	cancel()
+	for deadline := time.Now().Add(time.Second); ; time.Sleep(10 * time.Millisecond) {
+		r, err := http.Get("http://" + adminAddr + "/readyz")
+		if err == nil {
+			r.Body.Close()
+			if r.StatusCode == http.StatusServiceUnavailable {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz after SIGTERM: %v %v, want 503 at once", r, err)
+		}
+	}
+	if _, err := authv3.NewAuthorizationClient(conn).Check(context.Background(), &authv3.CheckRequest{}); err != nil {
+		t.Fatalf("a check during the drain delay: %v", err)
+	}
 	select {
 	case err := <-done:
 		if err != nil {

@@ -44,11 +44,12 @@ type Extauthz struct {
 	logw     io.Writer
 	waitPath string
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
-	conn *grpc.ClientConn
-	auth authv3.AuthorizationClient
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	done    chan struct{}
+	exitErr error // the process's exit (cmd.Wait), once done is closed
+	conn    *grpc.ClientConn
+	auth    authv3.AuthorizationClient
 }
 
 // StartExtauthz starts the binary with env (on top of a clean environment:
@@ -103,12 +104,6 @@ func (x *Extauthz) Start() error {
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"),
 		"EXTAUTHZ_GRPC_ADDR=" + x.GRPCAddr, "EXTAUTHZ_HTTP_ADDR=" + x.HTTPAddr, "EXTAUTHZ_ADMIN_ADDR=" + x.AdminAddr,
 		"EXTAUTHZ_NGINX_ADDR=" + x.NginxAddr}
-	if _, set := x.env["SECURE_SESSION_COOKIE"]; !set {
-		// The test browser talks plain http to app.localhost, and Go's
-		// cookie jar (unlike a real browser on localhost) keeps Secure
-		// cookies for https only.
-		cmd.Env = append(cmd.Env, "SECURE_SESSION_COOKIE=false")
-	}
 	for k, v := range x.env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
@@ -117,7 +112,13 @@ func (x *Extauthz) Start() error {
 		return fmt.Errorf("start %s: %w", x.Name, err)
 	}
 	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
+	go func() {
+		err := cmd.Wait()
+		x.mu.Lock()
+		x.exitErr = err
+		x.mu.Unlock()
+		close(done)
+	}()
 	x.mu.Lock()
 	x.cmd, x.done = cmd, done
 	x.mu.Unlock()
@@ -156,17 +157,18 @@ func (x *Extauthz) PID() (int, error) {
 }
 
 // Kill ends the process with SIGKILL: no drain, no goodbye.
-func (x *Extauthz) Kill() { x.signal(syscall.SIGKILL) }
+func (x *Extauthz) Kill() { _ = x.signal(syscall.SIGKILL) }
 
-// Stop ends the process with SIGTERM and waits for it to exit.
-func (x *Extauthz) Stop() { x.signal(syscall.SIGTERM) }
+// Stop ends the process with SIGTERM, waits for it to exit, and returns
+// how it exited (nil: status 0).
+func (x *Extauthz) Stop() error { return x.signal(syscall.SIGTERM) }
 
-func (x *Extauthz) signal(sig syscall.Signal) {
+func (x *Extauthz) signal(sig syscall.Signal) error {
 	x.mu.Lock()
 	cmd, done := x.cmd, x.done
 	x.mu.Unlock()
 	if cmd == nil || cmd.Process == nil {
-		return
+		return fmt.Errorf("%s is not running", x.Name)
 	}
 	_ = cmd.Process.Signal(sig)
 	select {
@@ -174,7 +176,11 @@ func (x *Extauthz) signal(sig syscall.Signal) {
 	case <-time.After(30 * time.Second):
 		_ = cmd.Process.Kill()
 		<-done
+		return fmt.Errorf("%s: no exit 30s after %v", x.Name, sig)
 	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.exitErr
 }
 
 // Close kills the process and closes the client connection.

@@ -54,9 +54,8 @@ type Decision struct {
 	// Allow: forward upstream. Otherwise answer the client with Status.
 	Allow  bool
 	Status int
-	// Reason is a short, fixed label for metrics and logs ("session",
-	// "login_redirect", "store_unavailable", ...).
-	Reason string
+	// Reason is why: a fixed label for metrics and logs.
+	Reason Reason
 	// Upstream headers to set and to remove (Allow only).
 	Upstream []Header
 	Remove   []string
@@ -114,9 +113,6 @@ type Options struct {
 	// RefreshLockTTL bounds how long one refresh may hold the session's lock
 	// (default 10s); keep it above the IdP timeout.
 	RefreshLockTTL time.Duration
-	// RefreshWait bounds how long a request with an expired token waits for
-	// another request's refresh (default 3s).
-	RefreshWait time.Duration
 	// Policy is xs-app.json's routes: public routes, scopes, CSRF. nil:
 	// every path needs a session, no scope, no CSRF check.
 	Policy *policy.Policy
@@ -166,9 +162,6 @@ func New(sessions *session.Manager, providers Providers, tenants Tenants, opt Op
 	if opt.RefreshLockTTL <= 0 {
 		opt.RefreshLockTTL = 10 * time.Second
 	}
-	if opt.RefreshWait <= 0 {
-		opt.RefreshWait = 3 * time.Second
-	}
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
@@ -195,14 +188,14 @@ type in struct {
 func (e *Engine) Check(ctx context.Context, r *Request) *Decision {
 	host, tenant, err := e.tenants.Resolve(r.Host, r.Headers["x-forwarded-host"])
 	if err != nil {
-		return deny(http.StatusNotFound, "unknown_host", "Not found: this host is not served here.\n")
+		return deny(http.StatusNotFound, ReasonUnknownHost, "Not found: this host is not served here.\n")
 	}
 	path, query, err := canonicalPath(r.Path)
 	if raw, _, _ := strings.Cut(r.Path, "?"); err == nil && r.Verbatim && path != raw {
 		err = errBadPath // the canonical form differs from what the app will be sent
 	}
 	if err != nil {
-		d := deny(http.StatusBadRequest, "bad_path", "Bad request: the path is malformed or ambiguous.\n")
+		d := deny(http.StatusBadRequest, ReasonBadPath, "Bad request: the path is malformed or ambiguous.\n")
 		d.Tenant = tenant
 		return d
 	}
@@ -225,21 +218,21 @@ func (e *Engine) check(ctx context.Context, r *in) *Decision {
 		case route != nil && route.Public():
 			return e.public(r)
 		case route == nil && !e.opt.Policy.RequireAuthForUnknownRoutes:
-			return deny(http.StatusNotFound, "no_route", "Not found.\n")
+			return deny(http.StatusNotFound, ReasonNoRoute, "Not found.\n")
 		}
 	}
 	cookie := cookieValue(r.headers["cookie"], e.opt.CookieName)
 	if cookie == "" {
-		return e.unauthenticated(ctx, r, "no_session")
+		return e.unauthenticated(ctx, r, ReasonNoSession)
 	}
 	s, err := e.sessions.Load(ctx, cookie, r.tenant)
 	switch {
 	case errors.Is(err, session.ErrNoSession):
 		e.log.DebugContext(ctx, "session cookie does not open a session", "reason", err)
-		return e.unauthenticated(ctx, r, "invalid_session")
+		return e.unauthenticated(ctx, r, ReasonInvalidSession)
 	case errors.Is(err, session.ErrOtherTenant):
 		e.log.InfoContext(ctx, "session of another tenant refused", "tenant", r.tenant)
-		return deny(http.StatusForbidden, "other_tenant", "Forbidden: you cannot use a session from another tenant.\n")
+		return deny(http.StatusForbidden, ReasonOtherTenant, "Forbidden: you cannot use a session from another tenant.\n")
 	case err != nil:
 		return e.storeError(ctx, err)
 	}
@@ -256,7 +249,7 @@ func (e *Engine) decide(ctx context.Context, r *in, route *policy.Route, s *sess
 	}
 	if e.opt.Policy != nil {
 		if route == nil {
-			return deny(http.StatusNotFound, "no_route", "Not found.\n") // REQUIRE_AUTH_FOR_UNKNOWN_ROUTES: authenticated first
+			return deny(http.StatusNotFound, ReasonNoRoute, "Not found.\n") // REQUIRE_AUTH_FOR_UNKNOWN_ROUTES: authenticated first
 		}
 		if d := e.authorize(r, route, s); d != nil {
 			return d
@@ -274,13 +267,13 @@ func (e *Engine) authorize(r *in, route *policy.Route, s *session.Session) *Deci
 	if need, restricted := route.ScopesFor(r.method); restricted && !slices.ContainsFunc(need, func(sc string) bool {
 		return slices.Contains(s.Record.GetScopes(), sc)
 	}) {
-		return deny(http.StatusForbidden, "missing_scope", "Forbidden: you lack the authorization (scope) this page needs.\n")
+		return deny(http.StatusForbidden, ReasonMissingScope, "Forbidden: you lack the authorization (scope) this page needs.\n")
 	}
 	if route.NeedsCSRF(r.method) {
 		want := s.Record.GetCsrfToken()
 		got := r.headers["x-csrf-token"]
 		if want == "" || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
-			d := deny(http.StatusForbidden, "csrf", "Forbidden: CSRF token validation failed.\n")
+			d := deny(http.StatusForbidden, ReasonCSRF, "Forbidden: CSRF token validation failed.\n")
 			d.Response = append(d.Response, Header{"x-csrf-token", "Required"})
 			return d
 		}
@@ -291,7 +284,7 @@ func (e *Engine) authorize(r *in, route *policy.Route, s *session.Session) *Deci
 // public lets a request to a public route through without a session, and
 // without the session cookie.
 func (e *Engine) public(r *in) *Decision {
-	d := &Decision{Allow: true, Status: http.StatusOK, Reason: "public_route"}
+	d := &Decision{Allow: true, Status: http.StatusOK, Reason: ReasonPublicRoute}
 	e.stripSessionCookie(d, r)
 	return d
 }
@@ -308,7 +301,7 @@ func (e *Engine) provider(ctx context.Context, tenant string) (idp.Client, error
 // cookie.
 func (e *Engine) allow(r *in, s *session.Session) *Decision {
 	d := &Decision{
-		Allow: true, Status: http.StatusOK, Reason: "session",
+		Allow: true, Status: http.StatusOK, Reason: ReasonSession,
 		Upstream: []Header{{"authorization", "Bearer " + s.Record.GetAccessToken()}},
 	}
 	e.stripSessionCookie(d, r)
@@ -331,7 +324,7 @@ func (e *Engine) stripSessionCookie(d *Decision, r *in) {
 
 // unauthenticated answers a request without a usable session: a browser
 // navigation goes to the login, anything else gets 401.
-func (e *Engine) unauthenticated(ctx context.Context, r *in, reason string) *Decision {
+func (e *Engine) unauthenticated(ctx context.Context, r *in, reason Reason) *Decision {
 	if !isNavigation(r) {
 		return deny(http.StatusUnauthorized, reason, "Unauthorized: no valid session. Log in again.\n")
 	}
@@ -360,19 +353,19 @@ func isNavigation(r *in) bool {
 
 func (e *Engine) storeError(ctx context.Context, err error) *Decision {
 	e.log.WarnContext(ctx, "session store unavailable", "error", err)
-	d := deny(http.StatusServiceUnavailable, "store_unavailable", "Service unavailable: the session store cannot be reached. Try again shortly.\n")
+	d := deny(http.StatusServiceUnavailable, ReasonStoreUnavailable, "Service unavailable: the session store cannot be reached. Try again shortly.\n")
 	d.Response = append(d.Response, Header{"retry-after", "1"})
 	return d
 }
 
-func deny(status int, reason, body string) *Decision {
+func deny(status int, reason Reason, body string) *Decision {
 	return &Decision{
 		Status: status, Reason: reason, Body: body,
 		Response: []Header{{"content-type", "text/plain; charset=utf-8"}, {"cache-control", "no-store"}},
 	}
 }
 
-func redirect(reason, location string, cookies ...string) *Decision {
+func redirect(reason Reason, location string, cookies ...string) *Decision {
 	d := &Decision{
 		Status: http.StatusFound, Reason: reason,
 		Response: []Header{{"location", location}, {"cache-control", "no-store"}},

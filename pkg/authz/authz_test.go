@@ -202,7 +202,7 @@ func TestPolicy(t *testing.T) {
 		name   string
 		req    *authz.Request
 		status int
-		reason string
+		reason authz.Reason
 	}{
 		{"public without session", &authz.Request{Method: "POST", Host: "app.example.com", Path: "/public/x", Headers: map[string]string{}}, 200, "public_route"},
 		{"scope missing", req("GET", "/admin/users"), 403, "missing_scope"},

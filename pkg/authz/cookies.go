@@ -2,6 +2,7 @@ package authz
 
 import (
 	"net/http"
+	"net/netip"
 	"strings"
 
 	"github.com/extauthz/extauthz/pkg/session"
@@ -58,12 +59,30 @@ func (e *Engine) secure(r *in) bool {
 
 // urlScheme is the scheme of the URLs that point back at the app (the
 // OAuth2 redirect URI, the page after logout): https when cookies are Secure
-// (they only work over https then), else the browser's.
+// (they only work over https then), else the browser's. Loopback hosts are
+// the exception: browsers keep Secure cookies on http://localhost, so local
+// development over plain http works with the secure default.
 func (e *Engine) urlScheme(r *in) string {
-	if e.secure(r) {
+	if e.secure(r) && !loopbackHost(r.host) {
 		return "https"
 	}
 	return e.scheme(r)
+}
+
+// loopbackHost says whether a canonical host[:port] names this machine as
+// browsers see it: localhost, *.localhost, or a loopback address.
+func loopbackHost(host string) bool {
+	if a, err := netip.ParseAddrPort(host); err == nil {
+		return a.Addr().IsLoopback()
+	}
+	name, _, _ := strings.Cut(host, ":")
+	if strings.HasPrefix(host, "[") {
+		name = strings.Trim(host, "[]")
+	}
+	if a, err := netip.ParseAddr(name); err == nil {
+		return a.IsLoopback()
+	}
+	return name == "localhost" || strings.HasSuffix(name, ".localhost")
 }
 
 // scheme is the scheme the browser used: x-forwarded-proto (first hop) when

@@ -49,7 +49,7 @@ func (e *Engine) startLogin(ctx context.Context, r *in) *Decision {
 	if err != nil {
 		return e.idpUnavailable(ctx, err)
 	}
-	return redirect("login_redirect", authURL,
+	return redirect(ReasonLoginRedirect, authURL,
 		e.setCookie(r, e.stateCookieName(login.State), login.Cookie, e.opt.CallbackPath, int(e.sessions.LoginTTL().Seconds())))
 }
 
@@ -70,15 +70,15 @@ func returnTarget(r *in) string {
 // provider with a code and the state.
 func (e *Engine) callback(ctx context.Context, r *in) *Decision {
 	if e.providers == nil {
-		return page(http.StatusNotFound, "callback_unconfigured", "Login is not configured", "No identity provider is configured.")
+		return page(http.StatusNotFound, ReasonCallbackUnconfigured, "Login is not configured", "No identity provider is configured.")
 	}
 	q, err := url.ParseQuery(r.query)
 	if err != nil {
-		return page(http.StatusBadRequest, "callback_invalid", "Login failed", "The login callback's query is malformed.")
+		return page(http.StatusBadRequest, ReasonCallbackInvalid, "Login failed", "The login callback's query is malformed.")
 	}
 	state := q.Get("state")
 	if len(state) != session.CookieValueLen {
-		return page(http.StatusBadRequest, "callback_invalid", "Login failed", "The login callback lacks its state.")
+		return page(http.StatusBadRequest, ReasonCallbackInvalid, "Login failed", "The login callback lacks its state.")
 	}
 	// The state cookie is this login's; whatever happens next, the login is
 	// over for this browser.
@@ -87,7 +87,7 @@ func (e *Engine) callback(ctx context.Context, r *in) *Decision {
 	ls, err := e.sessions.OpenLogin(state, cookieValue(r.headers["cookie"], name), r.tenant, r.host)
 	if err != nil {
 		e.log.DebugContext(ctx, "login state refused", "reason", err)
-		return withCookies(page(http.StatusBadRequest, "callback_unknown_state", "Login failed",
+		return withCookies(page(http.StatusBadRequest, ReasonCallbackUnknownState, "Login failed",
 			"This login was not started in this browser, has expired or was already completed. Cookies must be enabled."), clear)
 	}
 	// From here on the login is known: "Start again" leads back to the page
@@ -102,11 +102,11 @@ func (e *Engine) callback(ctx context.Context, r *in) *Decision {
 		if desc := q.Get("error_description"); desc != "" {
 			msg += " (" + desc + ")"
 		}
-		return withCookies(pageWith(status, "callback_idp_error", "Login failed", msg, again), clear)
+		return withCookies(pageWith(status, ReasonCallbackIDPError, "Login failed", msg, again), clear)
 	}
 	code := q.Get("code")
 	if code == "" {
-		return withCookies(pageWith(http.StatusBadRequest, "callback_invalid", "Login failed", "The login callback lacks its code.", again), clear)
+		return withCookies(pageWith(http.StatusBadRequest, ReasonCallbackInvalid, "Login failed", "The login callback lacks its code.", again), clear)
 	}
 	p, err := e.provider(ctx, r.tenant)
 	if err != nil {
@@ -115,7 +115,7 @@ func (e *Engine) callback(ctx context.Context, r *in) *Decision {
 	tok, err := p.Exchange(ctx, code, ls.GetPkceVerifier(), ls.GetRedirectUri(), ls.GetNonce())
 	if errors.Is(err, idp.ErrRejected) {
 		e.log.InfoContext(ctx, "login rejected", "error", err)
-		return withCookies(pageWith(http.StatusBadRequest, "callback_rejected", "Login failed", "The identity provider did not accept this login.", again), clear)
+		return withCookies(pageWith(http.StatusBadRequest, ReasonCallbackRejected, "Login failed", "The identity provider did not accept this login.", again), clear)
 	}
 	if err != nil {
 		return withCookies(e.idpUnavailable(ctx, err), clear)
@@ -125,7 +125,7 @@ func (e *Engine) callback(ctx context.Context, r *in) *Decision {
 	// identity provider makes extauthz write anything.
 	switch err := e.sessions.UseLogin(ctx, state, ls); {
 	case errors.Is(err, session.ErrLoginUsed):
-		return withCookies(pageWith(http.StatusBadRequest, "callback_unknown_state", "Login failed",
+		return withCookies(pageWith(http.StatusBadRequest, ReasonCallbackUnknownState, "Login failed",
 			"This login was already completed.", again), clear)
 	case err != nil:
 		return e.storeError(ctx, err)
@@ -141,7 +141,7 @@ func (e *Engine) callback(ctx context.Context, r *in) *Decision {
 		return e.storeError(ctx, err)
 	}
 	e.log.InfoContext(ctx, "login", "subject", rec.GetSubject(), "tenant", rec.GetTenant())
-	d := redirect("login_complete", ls.GetReturnPath(),
+	d := redirect(ReasonLoginComplete, ls.GetReturnPath(),
 		append([]string{e.setCookie(r, e.opt.CookieName, cookie, "/", 0)}, clear...)...)
 	d.TenantVerified = true
 	return d
@@ -164,12 +164,12 @@ func setTokenTimes(rec *sessionpb.Session, tok *idp.Tokens, now int64) {
 // nothing.
 func (e *Engine) logout(ctx context.Context, r *in) *Decision {
 	if e.opt.LogoutMethod == http.MethodPost && r.method != http.MethodPost {
-		d := deny(http.StatusMethodNotAllowed, "logout_method", "Method not allowed: log out with POST.\n")
+		d := deny(http.StatusMethodNotAllowed, ReasonLogoutMethod, "Method not allowed: log out with POST.\n")
 		d.Response = append(d.Response, Header{"allow", "POST"})
 		return d
 	}
 	if site := strings.ToLower(strings.TrimSpace(r.headers["sec-fetch-site"])); site == "cross-site" || site == "same-site" {
-		return pageWith(http.StatusForbidden, "logout_cross_site", "Log out?",
+		return pageWith(http.StatusForbidden, ReasonLogoutCrossSite, "Log out?",
 			"Another site asked to log you out of this one. Use the button to log out, or go back.",
 			`<form method="post" action="`+html.EscapeString(e.opt.LogoutPath)+`"><button>Log out</button></form>`+"\n<p><a href=\"/\">Back to the app</a></p>")
 	}
@@ -203,19 +203,19 @@ func (e *Engine) logout(ctx context.Context, r *in) *Decision {
 			target = u
 		}
 	}
-	return redirect("logout", target, e.setCookie(r, e.opt.CookieName, "", "/", -1))
+	return redirect(ReasonLogout, target, e.setCookie(r, e.opt.CookieName, "", "/", -1))
 }
 
 func (e *Engine) idpUnavailable(ctx context.Context, err error) *Decision {
 	e.log.WarnContext(ctx, "identity provider unavailable", "error", err)
-	d := page(http.StatusBadGateway, "idp_unavailable", "Login unavailable",
+	d := page(http.StatusBadGateway, ReasonIDPUnavailable, "Login unavailable",
 		"The identity provider cannot be reached. Try again shortly.")
 	d.Response = append(d.Response, Header{"retry-after", "5"})
 	return d
 }
 
 // page is a small HTML answer for a browser, with a way back to the app.
-func page(status int, reason, title, msg string) *Decision {
+func page(status int, reason Reason, title, msg string) *Decision {
 	return pageWith(status, reason, title, msg, startAgain("/"))
 }
 
@@ -231,7 +231,7 @@ func startAgain(target string) string {
 }
 
 // pageWith is page with the given HTML (trusted) after the message.
-func pageWith(status int, reason, title, msg, actions string) *Decision {
+func pageWith(status int, reason Reason, title, msg, actions string) *Decision {
 	return &Decision{
 		Status: status, Reason: reason,
 		Response: []Header{{"content-type", "text/html; charset=utf-8"}, {"cache-control", "no-store"}},

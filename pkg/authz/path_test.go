@@ -97,3 +97,14 @@ func FuzzCanonicalPath(f *testing.F) {
 		}
 	})
 }
+
+func TestLoopbackHost(t *testing.T) {
+	for host, want := range map[string]bool{
+		"localhost": true, "localhost:8080": true, "app.localhost:8080": true, "127.0.0.1": true, "127.0.0.1:80": true,
+		"[::1]": true, "[::1]:8080": true, "app.example.com": false, "localhost.example.com": false, "10.0.0.1:80": false, "[::2]:1": false,
+	} {
+		if got := loopbackHost(host); got != want {
+			t.Errorf("loopbackHost(%q) = %v, want %v", host, got, want)
+		}
+	}
+}

@@ -32,7 +32,7 @@ func (e *Engine) refreshIfDue(ctx context.Context, r *in, s *session.Session) (*
 		if valid {
 			return s, nil
 		}
-		return nil, e.unauthenticated(ctx, r, "token_expired")
+		return nil, e.unauthenticated(ctx, r, ReasonTokenExpired)
 	}
 	release, locked, err := e.sessions.TryLock(ctx, s, e.opt.RefreshLockTTL)
 	if err != nil {
@@ -53,7 +53,7 @@ func (e *Engine) refreshIfDue(ctx context.Context, r *in, s *session.Session) (*
 	cur, err := e.sessions.Reload(ctx, s)
 	switch {
 	case errors.Is(err, session.ErrNoSession):
-		return nil, e.unauthenticated(ctx, r, "invalid_session") // logged out meanwhile
+		return nil, e.unauthenticated(ctx, r, ReasonInvalidSession) // logged out meanwhile
 	case err != nil && valid:
 		return s, nil
 	case err != nil:
@@ -80,7 +80,7 @@ func (e *Engine) refreshIfDue(ctx context.Context, r *in, s *session.Session) (*
 			if err := e.sessions.Delete(ctx, s); err != nil {
 				return nil, e.storeError(ctx, err)
 			}
-			return nil, e.unauthenticated(ctx, r, "refresh_rejected")
+			return nil, e.unauthenticated(ctx, r, ReasonRefreshRejected)
 		}
 		return nil, e.idpUnavailable(ctx, err)
 	}
@@ -98,7 +98,7 @@ func (e *Engine) refreshIfDue(ctx context.Context, r *in, s *session.Session) (*
 	}
 	switch err := e.sessions.Save(ctx, s); {
 	case errors.Is(err, session.ErrNoSession):
-		return nil, e.unauthenticated(ctx, r, "invalid_session") // logged out during the refresh: it stays so
+		return nil, e.unauthenticated(ctx, r, ReasonInvalidSession) // logged out during the refresh: it stays so
 	case err != nil:
 		e.log.WarnContext(ctx, "refreshed tokens could not be saved", "error", err)
 		return nil, e.storeError(ctx, err)
@@ -138,7 +138,7 @@ func (e *Engine) waitForRefresh(ctx context.Context, r *in, s *session.Session) 
 	}
 	switch {
 	case errors.Is(res.Err, session.ErrNoSession):
-		return nil, e.unauthenticated(ctx, r, "refresh_rejected")
+		return nil, e.unauthenticated(ctx, r, ReasonRefreshRejected)
 	case errors.Is(res.Err, errRefreshWait):
 		return nil, e.refreshBusy()
 	case res.Err != nil:
@@ -149,10 +149,14 @@ func (e *Engine) waitForRefresh(ctx context.Context, r *in, s *session.Session) 
 
 var errRefreshWait = errors.New("no new token within the wait")
 
+// refreshWait bounds how long a request with an expired token waits for
+// another request's refresh.
+const refreshWait = 3 * time.Second
+
 // pollRefresh reads the session every 50 ms until its access token changes,
-// for at most RefreshWait.
+// for at most refreshWait.
 func (e *Engine) pollRefresh(ctx context.Context, s *session.Session) (*session.Session, error) {
-	deadline := time.NewTimer(e.opt.RefreshWait)
+	deadline := time.NewTimer(refreshWait)
 	defer deadline.Stop()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
@@ -173,7 +177,7 @@ func (e *Engine) pollRefresh(ctx context.Context, s *session.Session) (*session.
 }
 
 func (e *Engine) refreshBusy() *Decision {
-	d := deny(http.StatusServiceUnavailable, "refresh_wait", "Service unavailable: the session's token is being refreshed. Try again.\n")
+	d := deny(http.StatusServiceUnavailable, ReasonRefreshWait, "Service unavailable: the session's token is being refreshed. Try again.\n")
 	d.Response = append(d.Response, Header{"retry-after", "1"})
 	return d
 }

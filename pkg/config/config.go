@@ -39,6 +39,7 @@ type Config struct {
 	LogLevel        slog.Level
 	LogFormat       string // json or text
 	ShutdownTimeout time.Duration
+	DrainDelay      time.Duration // on SIGTERM, not ready but still answering, before the drain
 	Pprof           bool
 
 	// MaxHeaderBytes bounds the header names and values of one check;

@@ -327,6 +327,32 @@ func TestNginxAddr(t *testing.T) {
 	}
 }
 
+// TestDrainDelay: 5s unless set; 0 turns it off; negative is refused.
+func TestDrainDelay(t *testing.T) {
+	for _, tc := range []struct {
+		env  Getenv
+		want time.Duration
+		err  string
+	}{
+		{env(), 5 * time.Second, ""},
+		{env("EXTAUTHZ_DRAIN_DELAY", "0"), 0, ""},
+		{env("EXTAUTHZ_DRAIN_DELAY", "12s"), 12 * time.Second, ""},
+		{env("EXTAUTHZ_DRAIN_DELAY", "-1s"), 0, `EXTAUTHZ_DRAIN_DELAY: "-1s": must not be negative`},
+	} {
+		c, err := Load(nil, tc.env, &bytes.Buffer{})
+		switch {
+		case tc.err != "":
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("err = %v, want %q", err, tc.err)
+			}
+		case err != nil:
+			t.Errorf("err = %v, want %v", err, tc.want)
+		case c.DrainDelay != tc.want:
+			t.Errorf("drain delay %v, want %v", c.DrainDelay, tc.want)
+		}
+	}
+}
+
 func TestCheckIssuer(t *testing.T) {
 	for issuer, ok := range map[string]bool{
 		"https://idp.example": true, "http://127.0.0.1:4444": true, "http://localhost:4444": true, "http://[::1]:1": true,

@@ -50,6 +50,8 @@ var settings = []setting{
 		func(c *Config, v string) error { return oneOf(&c.LogFormat, v, "json", "text") }},
 	{"shutdown-timeout", "EXTAUTHZ_SHUTDOWN_TIMEOUT", "15s", "on SIGTERM, how long in-flight checks may take to finish", false,
 		func(c *Config, v string) error { return duration(&c.ShutdownTimeout, v, false) }},
+	{"drain-delay", "EXTAUTHZ_DRAIN_DELAY", "5s", "on SIGTERM, how long readiness fails (/readyz 503, gRPC health NOT_SERVING) while checks are still answered, before the listeners close: the time Kubernetes and Envoy take to stop sending; 0 = none", false,
+		func(c *Config, v string) error { return duration(&c.DrainDelay, v, false) }},
 
 	{"pprof", "EXTAUTHZ_PPROF", "false", "serve Go's /debug/pprof on the admin listener", false,
 		func(c *Config, v string) error { return boolean(&c.Pprof, v) }},

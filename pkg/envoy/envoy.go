@@ -89,7 +89,7 @@ func observe(ctx context.Context, obs Observer, log *slog.Logger, proto string, 
 		log.LogAttrs(ctx, slog.LevelDebug, "check",
 			slog.String("protocol", proto), slog.String("method", r.Method), slog.String("host", r.Host),
 			slog.String("path", path), slog.Bool("allow", d.Allow), slog.Int("status", d.Status),
-			slog.String("reason", d.Reason), slog.String("tenant", d.Tenant), slog.Duration("took", took))
+			slog.String("reason", string(d.Reason)), slog.String("tenant", d.Tenant), slog.Duration("took", took))
 	}
 }
 
@@ -169,7 +169,7 @@ func CheckResponse(d *authz.Decision) *authv3.CheckResponse {
 		code = codes.Unavailable
 	}
 	return &authv3.CheckResponse{
-		Status:       &rpcstatus.Status{Code: int32(code), Message: d.Reason},
+		Status:       &rpcstatus.Status{Code: int32(code), Message: string(d.Reason)},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: denied},
 	}
 }

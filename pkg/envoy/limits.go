@@ -49,7 +49,7 @@ func headerLimit(n int) int {
 // headersTooLarge is the answer to a check whose headers exceed the limit.
 func headersTooLarge() *authz.Decision {
 	return &authz.Decision{
-		Status: http.StatusRequestHeaderFieldsTooLarge, Reason: "headers_too_large",
+		Status: http.StatusRequestHeaderFieldsTooLarge, Reason: authz.ReasonHeadersTooLarge,
 		Body:     "Request header fields too large.\n",
 		Response: []authz.Header{{Name: "content-type", Value: "text/plain; charset=utf-8"}, {Name: "cache-control", Value: "no-store"}},
 	}

@@ -243,10 +243,6 @@ func (c codec) Unmarshal(data mem.BufferSlice, v any) (err error) {
 	return err
 }
 
-// ServerOptions are the gRPC server options Register needs, with the
-// default header limit.
-func ServerOptions() []grpc.ServerOption { return serverOptions(DefaultMaxHeaderBytes) }
-
 // ServerOptions are the gRPC server options Register needs: the fast
 // decoder, and a message size that fits the header limit.
 func (s *Service) ServerOptions() []grpc.ServerOption { return serverOptions(s.maxHeaderBytes) }

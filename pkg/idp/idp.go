@@ -31,8 +31,6 @@ type Config struct {
 	ClientID     string
 	ClientSecret string
 	Scopes       []string
-	// HTTPClient talks to the provider (default: one with Timeout).
-	HTTPClient *http.Client
 	// Timeout bounds every call to the provider (default 5s).
 	Timeout time.Duration
 	// Now is the clock for token checks (default time.Now).
@@ -105,11 +103,8 @@ func New(cfg Config) (*Provider, error) {
 	if cfg.RetryAfter <= 0 {
 		cfg.RetryAfter = DefaultRetryAfter
 	}
-	client := cfg.HTTPClient
-	if client == nil {
-		client = &http.Client{Timeout: cfg.Timeout}
-	}
-	return &Provider{cfg: cfg, client: guardClient(client, cfg.RetryAfter, cfg.Now)}, nil
+	client := guardClient(&http.Client{Timeout: cfg.Timeout}, cfg.RetryAfter, cfg.Now)
+	return &Provider{cfg: cfg, client: client}, nil
 }
 
 func (p *Provider) ctx(ctx context.Context) (context.Context, context.CancelFunc) {

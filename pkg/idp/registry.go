@@ -285,20 +285,6 @@ func (r *Registry) prove(c *tenantClient) {
 	r.proven.add(e)
 }
 
-// Len is the number of tenants held, proven or not.
-func (r *Registry) Len() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.proven.l.Len() + r.unproven.l.Len()
-}
-
-// Proven is the number of proven tenants held.
-func (r *Registry) Proven() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.proven.l.Len()
-}
-
 // tenantClient is a tenant's Client as the registry hands it out: a code
 // exchange for an unproven tenant takes a fetch slot, and a successful
 // exchange or refresh proves the tenant.

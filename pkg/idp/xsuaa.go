@@ -166,15 +166,10 @@ func (x *XSUAA) Exchange(ctx context.Context, code, verifier, redirectURI, nonce
 	return t, nil
 }
 
-// xsuaaClaims are the access token claims extauthz keeps.
+// xsuaaClaims are the access token claims extauthz reads.
 type xsuaaClaims struct {
-	UserID   string   `json:"user_id"`
-	UserName string   `json:"user_name"`
-	Scope    []string `json:"scope"`
-	ZoneID   string   `json:"zid"`
-	ExtAttr  struct {
-		ZDN string `json:"zdn"`
-	} `json:"ext_attr"`
+	UserID string   `json:"user_id"`
+	Scope  []string `json:"scope"`
 }
 
 func (x *XSUAA) tokens(ctx context.Context, tok *oauth2.Token) (*Tokens, error) {

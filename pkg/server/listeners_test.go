@@ -26,7 +26,7 @@ func serveListeners(t *testing.T, timeouts Timeouts) (httpAddr, adminAddr string
 		done <- Run(ctx, Options{
 			GRPC: listen(t), HTTP: h, Admin: a, Register: func(grpc.ServiceRegistrar) {}, Ready: func(context.Context) error { return nil },
 			HTTPHandler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }),
-			Metrics:     NewMetrics(), ShutdownTimeout: time.Second, Timeouts: timeouts,
+			Metrics:     http.NotFoundHandler(), ShutdownTimeout: time.Second, Timeouts: timeouts,
 			Log: slog.New(slog.NewTextHandler(t.Output(), nil)),
 		})
 	}()

@@ -1,6 +1,7 @@
 // Package server runs extauthz's listeners: the ext_authz gRPC service with
-// health and reflection, and the admin HTTP listener (/healthz, /readyz,
-// /metrics). Both drain on context cancel, within a deadline.
+// health and reflection, the HTTP ones, and the admin HTTP listener
+// (/healthz, /readyz, /metrics). On context cancel readiness fails first,
+// a drain delay passes, then they drain within a deadline.
 package server
 
 import (
@@ -12,9 +13,9 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"runtime"
+	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -41,12 +42,16 @@ type Options struct {
 	Register    func(grpc.ServiceRegistrar)
 	GRPCOptions []grpc.ServerOption
 	// Ready reports whether the session store answers.
-	Ready   func(ctx context.Context) error
-	Metrics *Metrics
+	Ready func(ctx context.Context) error
+	// Metrics serves /metrics on the admin listener.
+	Metrics http.Handler
+	// DrainDelay is how long, once ctx is canceled, readiness fails
+	// (/readyz 503, gRPC health NOT_SERVING) while checks are still
+	// answered, before the listeners close: the time Kubernetes and Envoy
+	// take to stop sending (0: none).
+	DrainDelay time.Duration
 	// ShutdownTimeout bounds the drain of in-flight checks.
 	ShutdownTimeout time.Duration
-	// ReadyInterval is how often the gRPC health status follows Ready (default 2s).
-	ReadyInterval time.Duration
 	// Pprof serves /debug/pprof on the admin listener.
 	Pprof bool
 	Log   *slog.Logger
@@ -62,16 +67,18 @@ type Options struct {
 	MaxConnections int
 }
 
+// readyInterval is how often the gRPC health status follows Ready.
+const readyInterval = 2 * time.Second
+
 // authService is the health-checked service name Envoy's grpc_health_check uses.
 const authService = "envoy.service.auth.v3.Authorization"
 
-// Run serves until ctx is canceled, then stops accepting, lets in-flight
-// checks finish within ShutdownTimeout, and returns nil. A listener failing
-// returns its error.
+// Run serves until ctx is canceled, then: readiness fails (/readyz 503,
+// gRPC health NOT_SERVING) while checks are still answered for DrainDelay;
+// then the check listeners stop accepting and in-flight checks finish
+// within ShutdownTimeout; then the admin listener closes and Run returns
+// nil. A listener failing returns its error (without the drain delay).
 func Run(ctx context.Context, o Options) error {
-	if o.ReadyInterval <= 0 {
-		o.ReadyInterval = 2 * time.Second
-	}
 	gs := grpc.NewServer(append([]grpc.ServerOption{
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		// Checks run on a few long-lived goroutines instead of a new goroutine
@@ -79,6 +86,7 @@ func Run(ctx context.Context, o Options) error {
 		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
 	}, append(grpcBounds(o.Timeouts, o.Log), o.GRPCOptions...)...)...)
 	o.Register(gs)
+	var stopping atomic.Bool // readiness fails from the first moment of the shutdown
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
@@ -92,6 +100,11 @@ func Run(ctx context.Context, o Options) error {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		w.Header().Set("content-type", "text/plain; charset=utf-8")
+		if stopping.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "not ready: shutting down")
+			return
+		}
 		if err := o.Ready(ctx); err != nil {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			fmt.Fprintf(w, "not ready: session store: %v\n", err)
@@ -99,7 +112,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Metrics.Registry, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", o.Metrics)
 	if o.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -139,11 +152,18 @@ func Run(ctx context.Context, o Options) error {
 			return nil
 		})
 	}
-	g.Go(func() error { followReadiness(gctx, hs, o.Ready, o.ReadyInterval); return nil })
+	g.Go(func() error { followReadiness(gctx, hs, o.Ready, readyInterval); return nil })
 	g.Go(func() error {
 		<-gctx.Done()
-		o.Log.Info("shutting down: draining in-flight checks", "deadline", o.ShutdownTimeout)
-		hs.Shutdown() // health NOT_SERVING: Envoy stops sending new checks
+		stopping.Store(true)
+		hs.Shutdown() // health NOT_SERVING, and it stays so: Envoy stops sending new checks
+		if ctx.Err() != nil && o.DrainDelay > 0 {
+			// Asked to stop (SIGTERM): keep answering while Kubernetes takes
+			// the pod out of the endpoints and Envoy's health checks see it.
+			o.Log.Info("shutting down: not ready; still answering checks for the drain delay", "drain_delay", o.DrainDelay)
+			time.Sleep(o.DrainDelay)
+		}
+		o.Log.Info("shutting down: closing the listeners; draining in-flight checks", "deadline", o.ShutdownTimeout)
 		deadline, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.ShutdownTimeout)
 		defer cancel()
 		drained := make(chan struct{})

@@ -13,6 +13,7 @@ import (
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
 type slowAuth struct {
@@ -47,7 +48,7 @@ func start(t *testing.T, auth authv3.AuthorizationServer, shutdown time.Duration
 	go func() {
 		done <- Run(ctx, Options{
 			GRPC: g, HTTP: listen(t), HTTPHandler: http.NotFoundHandler(), Admin: listen(t), Register: func(r grpc.ServiceRegistrar) { authv3.RegisterAuthorizationServer(r, auth) }, Ready: func(context.Context) error { return nil },
-			Metrics: NewMetrics(), ShutdownTimeout: shutdown, Log: slog.New(slog.NewTextHandler(t.Output(), nil)),
+			Metrics: http.NotFoundHandler(), ShutdownTimeout: shutdown, Log: slog.New(slog.NewTextHandler(t.Output(), nil)),
 		})
 	}()
 	return g, cancel, done
@@ -106,7 +107,7 @@ func TestListenerErrorIsReturned(t *testing.T) {
 	g.Close() // a broken listener
 	err := Run(context.Background(), Options{
 		GRPC: g, HTTP: listen(t), HTTPHandler: http.NotFoundHandler(), Admin: listen(t), Register: func(r grpc.ServiceRegistrar) { authv3.RegisterAuthorizationServer(r, &slowAuth{}) }, Ready: func(context.Context) error { return nil },
-		Metrics: NewMetrics(), ShutdownTimeout: time.Second, Log: slog.New(slog.NewTextHandler(t.Output(), nil)),
+		Metrics: http.NotFoundHandler(), DrainDelay: time.Hour, ShutdownTimeout: time.Second, Log: slog.New(slog.NewTextHandler(t.Output(), nil)),
 	})
 	if err == nil || !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("Run = %v, want the listener's error", err)
@@ -124,7 +125,7 @@ func TestNginxListener(t *testing.T) {
 			GRPC: listen(t), HTTP: h, HTTPHandler: http.NotFoundHandler(), Admin: listen(t),
 			Nginx: n, NginxHandler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusTeapot) }),
 			Register: func(r grpc.ServiceRegistrar) { authv3.RegisterAuthorizationServer(r, &slowAuth{}) }, Ready: func(context.Context) error { return nil },
-			Metrics: NewMetrics(), ShutdownTimeout: time.Second, Log: slog.New(slog.NewTextHandler(t.Output(), nil)),
+			Metrics: http.NotFoundHandler(), ShutdownTimeout: time.Second, Log: slog.New(slog.NewTextHandler(t.Output(), nil)),
 		})
 	}()
 	for l, want := range map[net.Listener]int{n: http.StatusTeapot, h: http.StatusNotFound} {
@@ -143,5 +144,146 @@ func TestNginxListener(t *testing.T) {
 	}
 	if _, err := net.DialTimeout("tcp", n.Addr().String(), time.Second); err == nil {
 		t.Fatal("nginx listener still accepting after shutdown")
+	}
+}
+
+// funcAuth answers checks with f.
+type funcAuth struct {
+	authv3.UnimplementedAuthorizationServer
+	f func(ctx context.Context, r *authv3.CheckRequest) (*authv3.CheckResponse, error)
+}
+
+func (a funcAuth) Check(ctx context.Context, r *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	return a.f(ctx, r)
+}
+
+func checkPath(ctx context.Context, c authv3.AuthorizationClient, path string) error {
+	_, err := c.Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+		Http: &authv3.AttributeContext_HttpRequest{Path: path}}}})
+	return err
+}
+
+// TestShutdownForRollingUpdates: on cancel (SIGTERM) readiness fails at once,
+// /readyz and gRPC health alike, while the listeners still take new
+// connections and answer checks for the drain delay; then they close; a
+// check in flight all along still finishes; Run returns nil.
+func TestShutdownForRollingUpdates(t *testing.T) {
+	const drainDelay = 1500 * time.Millisecond
+	inFlight, release := make(chan struct{}), make(chan struct{})
+	auth := funcAuth{f: func(ctx context.Context, r *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+		if r.GetAttributes().GetRequest().GetHttp().GetPath() == "/slow" {
+			close(inFlight)
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		return &authv3.CheckResponse{Status: &rpcstatus.Status{}}, nil
+	}}
+	g, h, a := listen(t), listen(t), listen(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{
+			GRPC: g, HTTP: h, Admin: a,
+			HTTPHandler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }),
+			Register:    func(r grpc.ServiceRegistrar) { authv3.RegisterAuthorizationServer(r, auth) },
+			Ready:       func(context.Context) error { return nil },
+			Metrics:     http.NotFoundHandler(), DrainDelay: drainDelay, ShutdownTimeout: 5 * time.Second,
+			Log: slog.New(slog.NewTextHandler(t.Output(), nil)),
+		})
+	}()
+	readyz := func() int {
+		resp, err := http.Get("http://" + a.Addr().String() + "/readyz")
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	grpcClient := func() (*grpc.ClientConn, authv3.AuthorizationClient, healthpb.HealthClient) {
+		conn, err := grpc.NewClient(g.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return conn, authv3.NewAuthorizationClient(conn), healthpb.NewHealthClient(conn)
+	}
+	health := func(hc healthpb.HealthClient) healthpb.HealthCheckResponse_ServingStatus {
+		resp, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{Service: authService})
+		if err != nil {
+			t.Fatalf("health check: %v", err)
+		}
+		return resp.GetStatus()
+	}
+	_, client, hc := grpcClient()
+	for deadline := time.Now().Add(5 * time.Second); health(hc) != healthpb.HealthCheckResponse_SERVING || readyz() != http.StatusOK; {
+		if time.Now().After(deadline) {
+			t.Fatal("not ready after 5s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	slow := make(chan error, 1)
+	go func() { slow <- checkPath(context.Background(), client, "/slow") }()
+	<-inFlight
+
+	began := time.Now()
+	cancel() // SIGTERM, a check in flight
+	for readyz() != http.StatusServiceUnavailable {
+		if time.Since(began) > drainDelay {
+			t.Fatal("/readyz still ready after the drain delay")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	flipped := time.Since(began)
+	if st := health(hc); st != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("gRPC health %v once /readyz fails, want NOT_SERVING", st)
+	}
+	// Not ready, and still serving: checks on the open connection, on a new
+	// connection, and on the HTTP listener are answered.
+	if err := checkPath(context.Background(), client, "/"); err != nil {
+		t.Fatalf("a check during the drain delay: %v", err)
+	}
+	_, fresh, _ := grpcClient()
+	if err := checkPath(context.Background(), fresh, "/"); err != nil {
+		t.Fatalf("a check on a new connection during the drain delay: %v", err)
+	}
+	resp, err := http.Get("http://" + h.Addr().String() + "/app")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("an HTTP check during the drain delay: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	answered := time.Since(began)
+
+	// Then the listeners close, no earlier than the delay.
+	for {
+		c, err := net.DialTimeout("tcp", g.Addr().String(), time.Second)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Since(began) > drainDelay+5*time.Second {
+			t.Fatal("the gRPC listener still accepts long after the drain delay")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	closed := time.Since(began)
+	t.Logf("SIGTERM +%v: not ready; +%v: checks still answered; +%v: listeners closed", flipped.Round(time.Millisecond), answered.Round(time.Millisecond), closed.Round(time.Millisecond))
+	if closed < drainDelay {
+		t.Fatalf("the gRPC listener closed %v after SIGTERM, before the drain delay %v", closed, drainDelay)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("Run returned %v with a check in flight", err)
+	default:
+	}
+	close(release)
+	if err := <-slow; err != nil {
+		t.Fatalf("the check in flight since before SIGTERM failed: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v, want nil", err)
 	}
 }

@@ -160,16 +160,6 @@ func loopback(name string) bool {
 	return err == nil && a.IsLoopback()
 }
 
-// Hostname is the host without port, lower-cased and without a trailing
-// dot; "" for a host that is not a plain DNS name or IP literal.
-func Hostname(host string) string {
-	name, _, ok := splitHost(host)
-	if !ok {
-		return ""
-	}
-	return strings.TrimSuffix(name, ".")
-}
-
 // splitHost parses host[:port]: a DNS name or a bracketed IPv6 literal, and
 // a port 1-65535 when there is a colon. The name is lower-cased.
 func splitHost(host string) (name, port string, ok bool) {

@@ -100,9 +100,6 @@ func New(opt Options) (*Store, error) {
 	return &Store{c: redis.NewUniversalClient(uo), timeout: opt.Timeout}, nil
 }
 
-// Client is the underlying go-redis client (for tests and diagnostics).
-func (s *Store) Client() redis.UniversalClient { return s.c }
-
 // Close closes every connection.
 func (s *Store) Close() error { return s.c.Close() }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/extauthz/extauthz/internal/redistest"
 	"github.com/extauthz/extauthz/pkg/session"
@@ -17,7 +18,7 @@ import (
 
 func newStore(t *testing.T, addr string) *redisstore.Store {
 	t.Helper()
-	s, err := redisstore.New(redisstore.Options{Addrs: []string{addr}})
+	s, err := redisstore.New(redisstore.Options{Addrs: []string{addr}, Timeout: 2 * time.Second}) // generous: CI runs every package at once, with -race
 	if err != nil {
 		t.Fatal(err)
 	}

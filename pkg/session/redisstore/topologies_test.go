@@ -68,7 +68,7 @@ func TestTLS(t *testing.T) {
 	}
 	t.Run("Conformance", func(t *testing.T) {
 		sessiontest.Run(t, func(t *testing.T) session.Store {
-			return open(t, redisstore.Options{Addrs: []string{srv.Addr}, TLS: mutual})
+			return open(t, redisstore.Options{Addrs: []string{srv.Addr}, TLS: mutual, Timeout: 2 * time.Second})
 		})
 	})
 	ping := func(o redisstore.TLSOptions, addr string) error {
@@ -235,7 +235,7 @@ func TestClusterDeadMasterLeavesTheOthersAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(cl.Stop)
-	s := open(t, redisstore.Options{Addrs: cl.Addrs(), Cluster: true, Timeout: 250 * time.Millisecond,
+	s := open(t, redisstore.Options{Addrs: cl.Addrs(), Cluster: true, Timeout: time.Second,
 		BackOffMultiplier: 500 * time.Millisecond, RetryCap: 2 * time.Second})
 	m := manager(t, s)
 	ctx := context.Background()

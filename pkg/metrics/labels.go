@@ -1,4 +1,4 @@
-package server
+package metrics
 
 import (
 	"strconv"
@@ -15,8 +15,10 @@ import (
 // subdomain each. The tenant label names only verified tenants (a session
 // of the tenant opened, or a login on it completed), at most MaxTenants of
 // them, first come; beyond, and for every unverified tenant, it holds a
-// fixed value. The label sets themselves are capped as a last line, should a
-// reason or a status ever come from a request.
+// fixed value. The reason label takes authz.Reasons and no other value: a
+// decision of any other reason is counted as overflow. The label sets
+// themselves are capped as a last line, should a status ever come from a
+// request.
 
 // Fixed tenant label values. Parentheses never occur in a tenant (a host label).
 const (
@@ -30,8 +32,8 @@ const (
 // DefaultMaxTenants is how many verified tenants get their own label value.
 const DefaultMaxTenants = 500
 
-// MetricsOptions configure NewMetricsWith.
-type MetricsOptions struct {
+// Options configure New.
+type Options struct {
 	// MaxTenants bounds the tenants named in labels (<= 0: DefaultMaxTenants).
 	MaxTenants int
 }
@@ -54,21 +56,26 @@ type checkCounters struct {
 	byOutcome sync.Map // outcome -> prometheus.Counter
 	nSets     atomic.Int64
 	overflow  [2]prometheus.Counter // deny, allow
+	reasons   map[authz.Reason]bool // authz.Reasons: the reason label's values; read-only
 
 	mu sync.Mutex // admits tenants and label sets one at a time
 }
 
 type outcome struct {
-	allow          bool
-	status         int
-	reason, tenant string
+	allow  bool
+	status int
+	reason authz.Reason
+	tenant string
 }
 
 func newCheckCounters(vec *prometheus.CounterVec, maxTenants int) *checkCounters {
 	if maxTenants <= 0 {
 		maxTenants = DefaultMaxTenants
 	}
-	c := &checkCounters{vec: vec, maxTenants: maxTenants, maxSets: labelSetsPerTenant * (maxTenants + 3)}
+	c := &checkCounters{vec: vec, maxTenants: maxTenants, maxSets: labelSetsPerTenant * (maxTenants + 3), reasons: map[authz.Reason]bool{}}
+	for _, r := range authz.Reasons() {
+		c.reasons[r] = true
+	}
 	for i, allow := range []bool{false, true} {
 		c.overflow[i] = vec.WithLabelValues(decision(allow), "0", TenantOverflow, TenantOverflow)
 	}
@@ -110,13 +117,13 @@ func (c *checkCounters) counter(d *authz.Decision) prometheus.Counter {
 	if v, ok := c.byOutcome.Load(o); ok {
 		return v.(prometheus.Counter)
 	}
-	if c.nSets.Load() >= int64(c.maxSets) {
+	if c.nSets.Load() >= int64(c.maxSets) || !c.reasons[o.reason] {
 		if d.Allow {
 			return c.overflow[1]
 		}
 		return c.overflow[0]
 	}
-	ctr := c.vec.WithLabelValues(decision(o.allow), strconv.Itoa(o.status), o.reason, o.tenant)
+	ctr := c.vec.WithLabelValues(decision(o.allow), strconv.Itoa(o.status), string(o.reason), o.tenant)
 	c.byOutcome.Store(o, ctr)
 	c.nSets.Add(1)
 	return ctr

@@ -1,12 +1,17 @@
-package server
+// Package metrics is extauthz's Prometheus metrics: checks by decision,
+// status, reason and a bounded tenant label; check latency; session store
+// operations. They live on their own registry, served by Handler.
+package metrics
 
 import (
 	"context"
 	"errors"
+	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/extauthz/extauthz/pkg/authz"
 	"github.com/extauthz/extauthz/pkg/session"
@@ -14,7 +19,7 @@ import (
 
 // Metrics are extauthz's Prometheus metrics, on their own registry.
 type Metrics struct {
-	Registry  *prometheus.Registry
+	registry  *prometheus.Registry
 	checks    *checkCounters
 	latency   *prometheus.HistogramVec
 	storeOps  *prometheus.CounterVec
@@ -23,19 +28,15 @@ type Metrics struct {
 	allowLatency, denyLatency prometheus.Observer
 }
 
-// NewMetrics registers every metric, and the Go and process collectors,
-// with the default options.
-func NewMetrics() *Metrics { return NewMetricsWith(MetricsOptions{}) }
-
-// NewMetricsWith registers every metric, and the Go and process collectors.
-func NewMetricsWith(o MetricsOptions) *Metrics {
+// New registers every metric, and the Go and process collectors.
+func New(o Options) *Metrics {
 	checks := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "extauthz_checks_total",
 		Help: "Checks by decision (allow or deny), HTTP status, reason and tenant (verified tenants only: " +
 			TenantUnverified + " for a tenant only the host names, " + TenantOverflow + " beyond the limit).",
 	}, []string{"decision", "status", "reason", "tenant"})
 	m := &Metrics{
-		Registry: prometheus.NewRegistry(),
+		registry: prometheus.NewRegistry(),
 		checks:   newCheckCounters(checks, o.MaxTenants),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "extauthz_check_duration_seconds",
@@ -52,9 +53,14 @@ func NewMetricsWith(o MetricsOptions) *Metrics {
 		}, []string{"op"}),
 	}
 	m.allowLatency, m.denyLatency = m.latency.WithLabelValues("allow"), m.latency.WithLabelValues("deny")
-	m.Registry.MustRegister(checks, m.latency, m.storeOps, m.storeErrs,
+	m.registry.MustRegister(checks, m.latency, m.storeOps, m.storeErrs,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// Handler serves the metrics in Prometheus's exposition format (/metrics).
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
 }
 
 // ObserveCheck counts a decision and its latency.

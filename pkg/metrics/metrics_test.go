@@ -1,9 +1,14 @@
-package server
+package metrics
 
 import (
 	"fmt"
+	"io"
+	"maps"
 	"math/rand/v2"
+	"net/http/httptest"
+	"regexp"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -15,7 +20,7 @@ import (
 // would, and returns them by tenant label.
 func checkSeries(t *testing.T, m *Metrics) (int, map[string]int) {
 	t.Helper()
-	families, err := m.Registry.Gather()
+	families, err := m.registry.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,8 +52,8 @@ func heapInUse() uint64 {
 // anonymous traffic of issue 11 (each once a permanent series), add no
 // series and no memory.
 func TestRandomTenantsAddNoSeries(t *testing.T) {
-	m := NewMetrics()
-	observe := func(tenant string, verified bool, status int, reason string) {
+	m := New(Options{})
+	observe := func(tenant string, verified bool, status int, reason authz.Reason) {
 		m.ObserveCheck(&authz.Decision{Status: status, Reason: reason, Tenant: tenant, TenantVerified: verified}, time.Millisecond)
 	}
 	anonymous := func(tenant string) {
@@ -80,7 +85,7 @@ func TestRandomTenantsAddNoSeries(t *testing.T) {
 // TestTenantLabelCap: verified tenants are named up to MaxTenants, first
 // come; later ones share the overflow value; named ones stay named.
 func TestTenantLabelCap(t *testing.T) {
-	m := NewMetricsWith(MetricsOptions{MaxTenants: 3})
+	m := New(Options{MaxTenants: 3})
 	c := m.checks
 	label := func(tenant string, verified bool) string {
 		return c.tenantLabel(&authz.Decision{Tenant: tenant, TenantVerified: verified})
@@ -109,12 +114,13 @@ func TestTenantLabelCap(t *testing.T) {
 	}
 }
 
-// TestLabelSetCap: should reasons or statuses ever vary with the request,
-// the label sets stop at their cap and the rest is counted as overflow.
+// TestLabelSetCap: should statuses ever vary with the request, the label
+// sets stop at their cap and the rest is counted as overflow.
 func TestLabelSetCap(t *testing.T) {
-	m := NewMetricsWith(MetricsOptions{MaxTenants: 1})
+	m := New(Options{MaxTenants: 1})
+	reasons := authz.Reasons()
 	for i := range 10_000 {
-		m.ObserveCheck(&authz.Decision{Status: 400 + i%200, Reason: fmt.Sprint("r", i)}, 0)
+		m.ObserveCheck(&authz.Decision{Status: 400 + i%200, Reason: reasons[i%len(reasons)]}, 0)
 	}
 	n, _ := checkSeries(t, m)
 	if want := m.checks.maxSets + 2; n != want {
@@ -124,7 +130,7 @@ func TestLabelSetCap(t *testing.T) {
 
 // TestObserveCheckConcurrently: admissions race safely (run with -race).
 func TestObserveCheckConcurrently(t *testing.T) {
-	m := NewMetricsWith(MetricsOptions{MaxTenants: 10})
+	m := New(Options{MaxTenants: 10})
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Go(func() {
@@ -143,5 +149,50 @@ func TestObserveCheckConcurrently(t *testing.T) {
 	}
 	if named != 10 {
 		t.Fatalf("%d tenants named, want 10: %v", named, byTenant)
+	}
+}
+
+// TestReasonLabelsAreClosed: /metrics shows a reason label value of
+// authz.Reasons, or the fixed overflow value, and nothing else, whatever
+// the decisions observed: a reason that is not one of the constants (a
+// conversion, a typo) is counted as overflow and never becomes a label.
+func TestReasonLabelsAreClosed(t *testing.T) {
+	m := New(Options{MaxTenants: 2})
+	for _, r := range authz.Reasons() {
+		for _, allow := range []bool{false, true} {
+			m.ObserveCheck(&authz.Decision{Allow: allow, Status: 200, Reason: r, Tenant: "acme", TenantVerified: true}, 0)
+		}
+	}
+	for i := range 1000 {
+		bogus := authz.Reason(fmt.Sprint("from-the-request-", i))
+		m.ObserveCheck(&authz.Decision{Status: 400, Reason: bogus}, 0)
+		m.ObserveCheck(&authz.Decision{Allow: true, Status: 200, Reason: bogus, Tenant: "acme", TenantVerified: true}, 0)
+	}
+	m.ObserveCheck(&authz.Decision{Status: 500}, 0) // no reason at all
+
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(rec.Result().Body)
+	seen := map[string]bool{}
+	for _, mm := range regexp.MustCompile(`(?m)^extauthz_checks_total\{.*reason="([^"]*)"`).FindAllStringSubmatch(string(body), -1) {
+		seen[mm[1]] = true
+	}
+	allowed := map[string]bool{TenantOverflow: true}
+	for _, r := range authz.Reasons() {
+		allowed[string(r)] = true
+		if !seen[string(r)] {
+			t.Errorf("reason %q was observed but /metrics does not show it", r)
+		}
+	}
+	for r := range seen {
+		if !allowed[r] {
+			t.Errorf("/metrics shows reason %q, which is not one of authz.Reasons", r)
+		}
+	}
+	if !seen[TenantOverflow] {
+		t.Errorf("decisions of unknown reasons are not counted as %s", TenantOverflow)
+	}
+	if got := slices.Sorted(maps.Keys(seen)); len(got) != len(authz.Reasons())+1 {
+		t.Errorf("reason labels on /metrics: %v", got)
 	}
 }
