@@ -261,23 +261,30 @@ func TestLogoutIsFinal(t *testing.T) {
 	b.atLoginForm()
 }
 
-// Scenario 6: the cookies as Chromium stores them (CDP Network.getCookies),
-// over plain http (SECURE_SESSION_COOKIE=false) and https (the default,
-// Secure): the per-login state cookie while the login runs, the session
-// cookie after it, and no state cookie left.
+// Scenario 6: the cookies as Chromium stores them (CDP Network.getCookies):
+// with extauthz's default (Secure) over plain http on app.localhost (a
+// browser keeps Secure cookies on http://localhost) and over https, and
+// with SECURE_SESSION_COOKIE=false: the per-login state cookie while the
+// login runs, the session cookie after it, and no state cookie left.
 func TestCookiesAsStored(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		tls  bool
-	}{{"http", false}, {"https", true}} {
+		name   string
+		tls    bool
+		env    []string
+		secure bool
+	}{
+		{"http default Secure", false, nil, true},
+		{"https default Secure", true, nil, true},
+		{"http SECURE_SESSION_COOKIE=false", false, []string{"SECURE_SESSION_COOKIE", "false"}, false},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := newStack(t, stackOptions{TLS: tc.tls})
+			s := newStack(t, stackOptions{TLS: tc.tls, Env: tc.env})
 			host := strings.Split(strings.TrimPrefix(strings.TrimPrefix(s.URL, "https://"), "http://"), ":")[0]
 			urls := []string{s.URL + "/", s.URL + "/login/callback", s.URL + "/orders"}
 			check := func(c *network.Cookie, path string) {
 				t.Helper()
-				if !c.HTTPOnly || c.Secure != tc.tls || c.SameSite != network.CookieSameSiteLax || c.Path != path {
-					t.Errorf("%s: HttpOnly %v, Secure %v (want %v), SameSite %q, Path %q (want %s)", c.Name, c.HTTPOnly, c.Secure, tc.tls, c.SameSite, c.Path, path)
+				if !c.HTTPOnly || c.Secure != tc.secure || c.SameSite != network.CookieSameSiteLax || c.Path != path {
+					t.Errorf("%s: HttpOnly %v, Secure %v (want %v), SameSite %q, Path %q (want %s)", c.Name, c.HTTPOnly, c.Secure, tc.secure, c.SameSite, c.Path, path)
 				}
 				// Host-only: no Domain attribute, so the browser keeps the
 				// bare host (a Domain cookie's has a leading dot).

@@ -203,8 +203,11 @@ type stack struct {
 }
 
 type stackOptions struct {
-	TLS bool     // nginx listens with TLS (the test's certificate)
-	Env []string // extauthz environment, name and value pairs
+	TLS bool // nginx listens with TLS (the test's certificate)
+	// Env is extauthz's environment on top of the stack's, name and value
+	// pairs. SECURE_SESSION_COOKIE is extauthz's default (Secure) unless
+	// set here.
+	Env []string
 }
 
 func newStack(t *testing.T, o stackOptions) *stack {
@@ -247,12 +250,12 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		"EXTAUTHZ_LOG_LEVEL":          "debug",
 		"EXTAUTHZ_LOG_FORMAT":         "text",
 	}
-	// Plain http: no Secure cookies (with Secure, extauthz builds its
-	// redirect URI with https). With TLS, the default: Secure. (StartExtauthz
-	// turns Secure off unless told.)
-	env["SECURE_SESSION_COOKIE"] = "false"
 	if o.TLS {
-		env["SECURE_SESSION_COOKIE"] = "true"
+		// nginx terminates TLS and tells extauthz the browser's scheme
+		// (deploy/nginx sets X-Forwarded-Proto on every request to it): on
+		// a loopback host extauthz otherwise builds its URLs (the redirect
+		// URI) with the scheme it saw, http.
+		env["EXTAUTHZ_TRUST_FORWARDED_PROTO"] = "true"
 	}
 	for i := 0; i+1 < len(o.Env); i += 2 {
 		env[o.Env[i]] = o.Env[i+1]
