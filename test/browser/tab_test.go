@@ -76,9 +76,9 @@ func (tb *tab) url() string {
 // redirects took the browser.
 func (tb *tab) open(u string) string {
 	tb.t.Helper()
-	// Page.navigate answers once the navigation has committed, after the
-	// redirects; chromedp.Navigate's own wait for the load does not follow
-	// a navigation that changes process (another site).
+	// Page.navigate, then a wait for the loaded document: chromedp.Navigate's
+	// own wait for the load never ended here when the redirects led to
+	// another site (the identity provider).
 	res, err := chromedp.Call(tb.ctx, page.Navigate, page.NavigateParams{URL: u})
 	if err != nil || res.ErrorText != "" {
 		tb.t.Fatalf("open %s: %v %s", u, err, res.ErrorText)
