@@ -47,7 +47,7 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 		// small: trading some memory for a quarter of the GC work pays.
 		debug.SetGCPercent(400)
 	}
-	metrics := metrics.New(metrics.Options{MaxTenants: cfg.MetricsMaxTenants})
+	m := metrics.New(metrics.Options{MaxTenants: cfg.MetricsMaxTenants})
 
 	store, closeStore, err := newStore(cfg, log)
 	if err != nil {
@@ -55,7 +55,7 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 	}
 	defer closeStore()
 	cache := sessionCache(cfg, store, log)
-	store = metrics.InstrumentStore(store)
+	store = m.InstrumentStore(store)
 
 	secrets := make([][]byte, 0, len(cfg.SessionSecrets))
 	for _, s := range cfg.SessionSecrets {
@@ -79,6 +79,9 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 		Prefix: cfg.KeyPrefix, IdleTimeout: cfg.SessionTimeout, MaxLifetime: cfg.SessionMaxLifetime, Cache: cache,
 	})
 	defer sessions.Start(ctx)()
+	if cache != nil {
+		m.WatchSessionCache(sessions.CacheStats)
+	}
 
 	providers, err := newProviders(cfg, log)
 	if err != nil {
@@ -130,17 +133,17 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 			return fmt.Errorf("nginx listener: %w", err)
 		}
 	}
-	svc := envoy.NewService(engine, metrics, log).LimitHeaderBytes(cfg.MaxHeaderBytes)
+	svc := envoy.NewService(engine, m, log).LimitHeaderBytes(cfg.MaxHeaderBytes)
 	return server.Run(ctx, server.Options{
 		GRPC: grpcLis, HTTP: httpLis, Admin: adminLis, Nginx: nginxLis,
-		HTTPHandler:     envoy.NewHTTPHandler(engine, metrics, log, cfg.HTTPPathPrefix).LimitHeaderBytes(cfg.MaxHeaderBytes),
-		NginxHandler:    envoy.NewNginxHandler(engine, metrics, log).LimitHeaderBytes(cfg.MaxHeaderBytes),
+		HTTPHandler:     envoy.NewHTTPHandler(engine, m, log, cfg.HTTPPathPrefix).LimitHeaderBytes(cfg.MaxHeaderBytes),
+		NginxHandler:    envoy.NewNginxHandler(engine, m, log).LimitHeaderBytes(cfg.MaxHeaderBytes),
 		Register:        svc.Register,
 		GRPCOptions:     svc.ServerOptions(),
 		MaxHeaderBytes:  cfg.MaxHeaderBytes,
 		Timeouts:        server.Timeouts{ReadHeader: cfg.HTTPReadHeaderTimeout, Idle: cfg.HTTPIdleTimeout},
 		Ready:           store.Ping,
-		Metrics:         metrics.Handler(),
+		Metrics:         m.Handler(),
 		DrainDelay:      cfg.DrainDelay,
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		Pprof:           cfg.Pprof,
