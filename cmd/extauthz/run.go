@@ -47,14 +47,15 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 		// small: trading some memory for a quarter of the GC work pays.
 		debug.SetGCPercent(400)
 	}
-	metrics := metrics.New(metrics.Options{MaxTenants: cfg.MetricsMaxTenants})
+	m := metrics.New(metrics.Options{MaxTenants: cfg.MetricsMaxTenants})
 
 	store, closeStore, err := newStore(cfg, log)
 	if err != nil {
 		return err
 	}
 	defer closeStore()
-	store = metrics.InstrumentStore(store)
+	cache := sessionCache(cfg, store, log)
+	store = m.InstrumentStore(store)
 
 	secrets := make([][]byte, 0, len(cfg.SessionSecrets))
 	for _, s := range cfg.SessionSecrets {
@@ -75,8 +76,12 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 		}
 	}
 	sessions := session.NewManager(store, keys, session.Options{
-		Prefix: cfg.KeyPrefix, IdleTimeout: cfg.SessionTimeout, MaxLifetime: cfg.SessionMaxLifetime,
+		Prefix: cfg.KeyPrefix, IdleTimeout: cfg.SessionTimeout, MaxLifetime: cfg.SessionMaxLifetime, Cache: cache,
 	})
+	defer sessions.Start(ctx)()
+	if cache != nil {
+		m.WatchSessionCache(sessions.CacheStats)
+	}
 
 	providers, err := newProviders(cfg, log)
 	if err != nil {
@@ -128,17 +133,17 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 			return fmt.Errorf("nginx listener: %w", err)
 		}
 	}
-	svc := envoy.NewService(engine, metrics, log).LimitHeaderBytes(cfg.MaxHeaderBytes)
+	svc := envoy.NewService(engine, m, log).LimitHeaderBytes(cfg.MaxHeaderBytes)
 	return server.Run(ctx, server.Options{
 		GRPC: grpcLis, HTTP: httpLis, Admin: adminLis, Nginx: nginxLis,
-		HTTPHandler:     envoy.NewHTTPHandler(engine, metrics, log, cfg.HTTPPathPrefix).LimitHeaderBytes(cfg.MaxHeaderBytes),
-		NginxHandler:    envoy.NewNginxHandler(engine, metrics, log).LimitHeaderBytes(cfg.MaxHeaderBytes),
+		HTTPHandler:     envoy.NewHTTPHandler(engine, m, log, cfg.HTTPPathPrefix).LimitHeaderBytes(cfg.MaxHeaderBytes),
+		NginxHandler:    envoy.NewNginxHandler(engine, m, log).LimitHeaderBytes(cfg.MaxHeaderBytes),
 		Register:        svc.Register,
 		GRPCOptions:     svc.ServerOptions(),
 		MaxHeaderBytes:  cfg.MaxHeaderBytes,
 		Timeouts:        server.Timeouts{ReadHeader: cfg.HTTPReadHeaderTimeout, Idle: cfg.HTTPIdleTimeout},
 		Ready:           store.Ping,
-		Metrics:         metrics.Handler(),
+		Metrics:         m.Handler(),
 		DrainDelay:      cfg.DrainDelay,
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		Pprof:           cfg.Pprof,
@@ -195,6 +200,23 @@ func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// sessionCache is the configuration of the cache of opened sessions, with
+// its invalidation channel on the Redis store; nil when it is off, or when
+// sessions live in memory (nothing to save there).
+func sessionCache(cfg *config.Config, store session.Store, log *slog.Logger) *session.CacheOptions {
+	rs, ok := store.(*redisstore.Store)
+	if !cfg.SessionCache || !ok {
+		return nil
+	}
+	log.Info("session cache", "entries", cfg.SessionCacheEntries, "bytes", cfg.SessionCacheBytes,
+		"staleness", cfg.SessionCacheStaleness, "touch_interval", cfg.SessionTouchInterval)
+	return &session.CacheOptions{
+		Entries: cfg.SessionCacheEntries, Bytes: int64(cfg.SessionCacheBytes),
+		Staleness: cfg.SessionCacheStaleness, TouchInterval: cfg.SessionTouchInterval,
+		Peers: rs.Peers(redisstore.PeersOptions{Prefix: cfg.KeyPrefix, Log: log}),
+	}
 }
 
 // newStore returns the Redis store, or the memory store when none is

@@ -76,6 +76,11 @@ type HydraOptions struct {
 	// Issuer, when set, is the public URL (with a path, for several Hydras
 	// behind one router) that routes to ProxyURL.
 	Issuer string
+	// LoginURL, when set, is the base URL of the login and consent app Hydra
+	// sends the browser to (<LoginURL>/login, /consent, /logout), for a real
+	// browser (see LoginApp); default http://LoginHost, which only the Go
+	// browser plays.
+	LoginURL string
 }
 
 // LoginHost is where Hydra sends the browser to log in and consent; the test
@@ -125,6 +130,10 @@ func StartHydra(bin, dir string, o HydraOptions) (*Hydra, error) {
 	if h.logf, err = os.CreateTemp(dir, "hydra-*.log"); err != nil {
 		return nil, err
 	}
+	loginURL := "http://" + LoginHost
+	if o.LoginURL != "" {
+		loginURL = strings.TrimSuffix(o.LoginURL, "/")
+	}
 	h.cmd = exec.Command(bin, "serve", "all", "--dev", "--sqa-opt-out")
 	h.cmd.Stdout, h.cmd.Stderr = h.logf, h.logf
 	h.cmd.Env = append(os.Environ(),
@@ -132,8 +141,8 @@ func StartHydra(bin, dir string, o HydraOptions) (*Hydra, error) {
 		fmt.Sprintf("SERVE_PUBLIC_PORT=%d", pub), "SERVE_PUBLIC_HOST=127.0.0.1",
 		fmt.Sprintf("SERVE_ADMIN_PORT=%d", adm), "SERVE_ADMIN_HOST=127.0.0.1",
 		"URLS_SELF_ISSUER="+h.Issuer, "URLS_SELF_PUBLIC="+h.Issuer+"/",
-		"URLS_LOGIN=http://"+LoginHost+"/login", "URLS_CONSENT=http://"+LoginHost+"/consent",
-		"URLS_LOGOUT=http://"+LoginHost+"/logout",
+		"URLS_LOGIN="+loginURL+"/login", "URLS_CONSENT="+loginURL+"/consent",
+		"URLS_LOGOUT="+loginURL+"/logout",
 		"SECRETS_SYSTEM=e2e-system-secret-0123456789abcdef",
 		"TTL_ACCESS_TOKEN="+o.AccessTokenTTL.String(),
 		"LOG_LEVEL=warn",

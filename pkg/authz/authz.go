@@ -302,7 +302,8 @@ func (e *Engine) provider(ctx context.Context, tenant string) (idp.Client, error
 func (e *Engine) allow(r *in, s *session.Session) *Decision {
 	d := &Decision{
 		Allow: true, Status: http.StatusOK, Reason: ReasonSession,
-		Upstream: []Header{{"authorization", "Bearer " + s.Record.GetAccessToken()}},
+		// Room for the cookie header stripSessionCookie adds: one allocation.
+		Upstream: append(make([]Header, 0, 2), Header{"authorization", s.Authorization()}),
 	}
 	e.stripSessionCookie(d, r)
 	return d

@@ -17,6 +17,7 @@ import (
 	"github.com/extauthz/extauthz/pkg/authz"
 	"github.com/extauthz/extauthz/pkg/idp"
 	"github.com/extauthz/extauthz/pkg/session"
+	"github.com/extauthz/extauthz/pkg/session/sessiontest"
 	"github.com/extauthz/extauthz/pkg/tenant"
 	"github.com/extauthz/extauthz/proto/sessionpb"
 )
@@ -115,7 +116,11 @@ func (c *countingStore) Delete(ctx context.Context, k string) error {
 	return c.Store.Delete(ctx, k)
 }
 
+// fixtureStaleness is the cache's staleness bound in the fixture.
+const fixtureStaleness = 200 * time.Millisecond
+
 type fixture struct {
+	peer     *sessiontest.HubPeer // with the cache
 	store    *countingStore
 	sessions *session.Manager
 	idp      *fakeIDP
@@ -129,7 +134,13 @@ func newFixture(t testing.TB, opt authz.Options) *fixture {
 		t.Fatal(err)
 	}
 	f := &fixture{store: &countingStore{Store: session.NewMemoryStore(nil)}, idp: &fakeIDP{}}
-	f.sessions = session.NewManager(f.store, keys, session.Options{})
+	var cache *session.CacheOptions
+	if fixtureCache {
+		f.peer = sessiontest.NewHub().Peer()
+		cache = &session.CacheOptions{Peers: f.peer, Staleness: fixtureStaleness}
+	}
+	f.sessions = session.NewManager(f.store, keys, session.Options{Cache: cache})
+	t.Cleanup(f.sessions.Start(context.Background()))
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	f.engine = authz.New(f.sessions, authz.StaticProvider{P: f.idp}, testHosts(t), opt, log)
 	return f

@@ -90,6 +90,9 @@ func (e *Engine) callback(ctx context.Context, r *in) *Decision {
 		return withCookies(page(http.StatusBadRequest, ReasonCallbackUnknownState, "Login failed",
 			"This login was not started in this browser, has expired or was already completed. Cookies must be enabled."), clear)
 	}
+	// From here on the login is known: "Start again" leads back to the page
+	// it was started for, not to the app's root.
+	again := startAgain(ls.GetReturnPath())
 	if idpErr := q.Get("error"); idpErr != "" {
 		status := http.StatusBadRequest
 		if idpErr == "access_denied" {
@@ -99,11 +102,11 @@ func (e *Engine) callback(ctx context.Context, r *in) *Decision {
 		if desc := q.Get("error_description"); desc != "" {
 			msg += " (" + desc + ")"
 		}
-		return withCookies(page(status, ReasonCallbackIDPError, "Login failed", msg), clear)
+		return withCookies(pageWith(status, ReasonCallbackIDPError, "Login failed", msg, again), clear)
 	}
 	code := q.Get("code")
 	if code == "" {
-		return withCookies(page(http.StatusBadRequest, ReasonCallbackInvalid, "Login failed", "The login callback lacks its code."), clear)
+		return withCookies(pageWith(http.StatusBadRequest, ReasonCallbackInvalid, "Login failed", "The login callback lacks its code.", again), clear)
 	}
 	p, err := e.provider(ctx, r.tenant)
 	if err != nil {
@@ -112,7 +115,7 @@ func (e *Engine) callback(ctx context.Context, r *in) *Decision {
 	tok, err := p.Exchange(ctx, code, ls.GetPkceVerifier(), ls.GetRedirectUri(), ls.GetNonce())
 	if errors.Is(err, idp.ErrRejected) {
 		e.log.InfoContext(ctx, "login rejected", "error", err)
-		return withCookies(page(http.StatusBadRequest, ReasonCallbackRejected, "Login failed", "The identity provider did not accept this login."), clear)
+		return withCookies(pageWith(http.StatusBadRequest, ReasonCallbackRejected, "Login failed", "The identity provider did not accept this login.", again), clear)
 	}
 	if err != nil {
 		return withCookies(e.idpUnavailable(ctx, err), clear)
@@ -122,8 +125,8 @@ func (e *Engine) callback(ctx context.Context, r *in) *Decision {
 	// identity provider makes extauthz write anything.
 	switch err := e.sessions.UseLogin(ctx, state, ls); {
 	case errors.Is(err, session.ErrLoginUsed):
-		return withCookies(page(http.StatusBadRequest, ReasonCallbackUnknownState, "Login failed",
-			"This login was already completed."), clear)
+		return withCookies(pageWith(http.StatusBadRequest, ReasonCallbackUnknownState, "Login failed",
+			"This login was already completed.", again), clear)
 	case err != nil:
 		return e.storeError(ctx, err)
 	}
@@ -213,7 +216,18 @@ func (e *Engine) idpUnavailable(ctx context.Context, err error) *Decision {
 
 // page is a small HTML answer for a browser, with a way back to the app.
 func page(status int, reason Reason, title, msg string) *Decision {
-	return pageWith(status, reason, title, msg, `<p><a href="/">Start again</a></p>`)
+	return pageWith(status, reason, title, msg, startAgain("/"))
+}
+
+// startAgain is the link back from a failed login: to the page the login
+// was started for (a path on this host, as the state cookie kept it), where
+// the browser either is signed in by now (another tab's login) or starts a
+// new login for that page.
+func startAgain(target string) string {
+	if !strings.HasPrefix(target, "/") || strings.HasPrefix(target, "//") || strings.HasPrefix(target, "/\\") {
+		target = "/"
+	}
+	return `<p><a href="` + html.EscapeString(target) + `">Start again</a></p>`
 }
 
 // pageWith is page with the given HTML (trusted) after the message.

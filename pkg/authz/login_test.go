@@ -156,3 +156,41 @@ func TestLogout(t *testing.T) {
 		t.Fatalf("cookie after logout: %d, want 401", d.Status)
 	}
 }
+
+// A failed login's page leads back to the page the login was started for,
+// not to the app's root: in a real browser, two tabs logging in at once
+// through an identity provider that keeps one pending login per browser
+// (Hydra) leave one tab on this page, already signed in by the other tab's
+// login; "Start again" must take it to its own page. (Found by
+// test/browser.)
+func TestFailedLoginLeadsBackToTheAskedPage(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, authz.Options{})
+	start := func(path string) (state, cookie string) {
+		d := f.engine.Check(ctx, get(path, ""))
+		loc, _ := url.Parse(header(d, "location"))
+		c, _, _ := strings.Cut(headers(d, "set-cookie")[0], ";")
+		return loc.Query().Get("state"), c
+	}
+	cb := func(q url.Values, cookie string) *authz.Decision {
+		return f.engine.Check(ctx, get("/login/callback?"+q.Encode(), cookie))
+	}
+	const back = `<a href="/orders/7?tab=items&amp;x=%3Cy%3E">Start again</a>`
+
+	state, cookie := start("/orders/7?tab=items&x=%3Cy%3E")
+	d := cb(url.Values{"state": {state}, "error": {"request_forbidden"}}, cookie)
+	if d.Status != http.StatusBadRequest || !strings.Contains(d.Body, back) {
+		t.Fatalf("identity provider error: %d %q, want a link back to the page", d.Status, d.Body)
+	}
+	f.idp.exchangeErr = fmt.Errorf("%w: invalid_grant", idp.ErrRejected)
+	state, cookie = start("/orders/7?tab=items&x=%3Cy%3E")
+	if d := cb(url.Values{"state": {state}, "code": {"bad"}}, cookie); !strings.Contains(d.Body, back) {
+		t.Fatalf("rejected code: %d %q, want a link back to the page", d.Status, d.Body)
+	}
+	// Without its state cookie the login, and its page, are unknown: the
+	// way back is the app's root.
+	state, _ = start("/orders/7")
+	if d := cb(url.Values{"state": {state}, "code": {"c"}}, ""); !strings.Contains(d.Body, `<a href="/">Start again</a>`) {
+		t.Fatalf("unknown login: %d %q, want a link to /", d.Status, d.Body)
+	}
+}

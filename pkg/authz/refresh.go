@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/singleflight"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/extauthz/extauthz/pkg/idp"
 	"github.com/extauthz/extauthz/pkg/session"
@@ -84,7 +85,7 @@ func (e *Engine) refreshIfDue(ctx context.Context, r *in, s *session.Session) (*
 		}
 		return nil, e.idpUnavailable(ctx, err)
 	}
-	rec := s.Record
+	rec := proto.CloneOf(s.Record) // s is shared (cache): change a copy
 	rec.AccessToken = tok.AccessToken
 	setTokenTimes(rec, tok, e.opt.Now().Unix())
 	if tok.RefreshToken != "" {
@@ -96,6 +97,7 @@ func (e *Engine) refreshIfDue(ctx context.Context, r *in, s *session.Session) (*
 	if len(tok.Scopes) > 0 {
 		rec.Scopes = tok.Scopes
 	}
+	s = s.WithRecord(rec)
 	switch err := e.sessions.Save(ctx, s); {
 	case errors.Is(err, session.ErrNoSession):
 		return nil, e.unauthenticated(ctx, r, ReasonInvalidSession) // logged out during the refresh: it stays so

@@ -64,6 +64,12 @@ type Config struct {
 	// Redis is nil when no store is configured: sessions then live in memory.
 	Redis        *Redis
 	StoreTimeout time.Duration
+	// The cache of opened sessions in front of Redis (pkg/session CacheOptions).
+	SessionCache          bool
+	SessionCacheEntries   int
+	SessionCacheBytes     int
+	SessionCacheStaleness time.Duration
+	SessionTouchInterval  time.Duration
 
 	OIDC OIDC
 	// IDP is the identity provider chosen from OIDC, XSUAA and the bindings.

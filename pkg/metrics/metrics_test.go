@@ -9,11 +9,13 @@ import (
 	"regexp"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/extauthz/extauthz/pkg/authz"
+	"github.com/extauthz/extauthz/pkg/session"
 )
 
 // checkSeries counts the series of extauthz_checks_total, as a scrape
@@ -194,5 +196,24 @@ func TestReasonLabelsAreClosed(t *testing.T) {
 	}
 	if got := slices.Sorted(maps.Keys(seen)); len(got) != len(authz.Reasons())+1 {
 		t.Errorf("reason labels on /metrics: %v", got)
+	}
+}
+
+func TestSessionCacheMetrics(t *testing.T) {
+	m := New(Options{})
+	m.WatchSessionCache(func() session.CacheStats {
+		return session.CacheStats{Hits: 90, Misses: 8, Stale: 2, Touches: 5, TouchErrors: 1, Entries: 3, Bytes: 12000, ChannelUp: true}
+	})
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, want := range []string{
+		`extauthz_session_cache_requests_total{result="hit"} 90`, `extauthz_session_cache_requests_total{result="miss"} 8`,
+		`extauthz_session_cache_requests_total{result="stale"} 2`, `extauthz_session_cache_touches_total{result="ok"} 4`,
+		`extauthz_session_cache_touches_total{result="error"} 1`, "extauthz_session_cache_entries 3",
+		"extauthz_session_cache_bytes 12000", "extauthz_session_cache_channel_up 1",
+	} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash"
@@ -23,8 +22,9 @@ const TokenSize = 32
 // tagSize is the size of the HMAC tag appended to the token in a cookie.
 const tagSize = 16
 
-// CookieValueLen is the length of an encoded cookie value.
-var CookieValueLen = base64.RawURLEncoding.EncodedLen(TokenSize + tagSize)
+// CookieValueLen is the length of an encoded cookie value:
+// base64url(token || tag) without padding.
+const CookieValueLen = (TokenSize + tagSize) * 4 / 3
 
 // sealVersion is the first byte of every sealed value.
 const sealVersion byte = 1
@@ -47,12 +47,9 @@ func NewToken() Token {
 // String keeps tokens out of logs and error messages.
 func (Token) String() string { return "[token]" }
 
-// hashHex is the hex SHA-256 of the token: the part of store keys that
-// names it without revealing it.
-func (t *Token) hashHex() string {
-	sum := sha256.Sum256(t[:])
-	return hex.EncodeToString(sum[:])
-}
+// hash is the SHA-256 of the token: what names it in store keys (in hex)
+// without revealing it.
+func (t *Token) hash() [32]byte { return sha256.Sum256(t[:]) }
 
 // Keys holds the keys derived from the session secrets. The first secret signs
 // cookies and seals records; every secret verifies and opens, so a secret can
@@ -66,20 +63,33 @@ type Keys struct {
 // several allocations, on every check otherwise.
 type macPool struct{ p sync.Pool }
 
+// macState is one pooled HMAC with its own input and output buffers: what
+// goes through the hash.Hash interface is the state's, so the caller's
+// token and result stay on its stack.
+type macState struct {
+	h   hash.Hash
+	in  [64]byte
+	out [sha256.Size]byte
+}
+
 func newMACPool(key []byte) *macPool {
 	k := bytes.Clone(key)
-	return &macPool{p: sync.Pool{New: func() any { return hmac.New(sha256.New, k) }}}
+	return &macPool{p: sync.Pool{New: func() any { return &macState{h: hmac.New(sha256.New, k)} }}}
 }
 
 // sum appends HMAC(key, parts...) to dst.
 func (mp *macPool) sum(dst []byte, parts ...[]byte) []byte {
-	m := mp.p.Get().(hash.Hash)
-	m.Reset()
+	st := mp.p.Get().(*macState)
+	st.h.Reset()
 	for _, p := range parts {
-		m.Write(p)
+		for len(p) > 0 {
+			n := copy(st.in[:], p)
+			st.h.Write(st.in[:n])
+			p = p[n:]
+		}
 	}
-	dst = m.Sum(dst)
-	mp.p.Put(m)
+	dst = append(dst, st.h.Sum(st.out[:0])...)
+	mp.p.Put(st)
 	return dst
 }
 
@@ -133,8 +143,10 @@ func (k *Keys) DecodeCookie(v string) (Token, error) {
 	if len(v) != CookieValueLen {
 		return t, ErrInvalidCookie
 	}
+	var src [CookieValueLen]byte // on the stack, unlike []byte(v)
+	copy(src[:], v)
 	var raw [TokenSize + tagSize]byte
-	n, err := base64.RawURLEncoding.Decode(raw[:], []byte(v))
+	n, err := base64.RawURLEncoding.Decode(raw[:], src[:])
 	if err != nil || n != len(raw) {
 		return t, ErrInvalidCookie
 	}

@@ -6,8 +6,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -40,6 +43,9 @@ type Options struct {
 	LoginTTL time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Cache, when not nil, keeps opened sessions in memory in front of the
+	// store (see CacheOptions).
+	Cache *CacheOptions
 }
 
 // Manager loads, creates, saves and deletes sealed sessions and login states.
@@ -47,6 +53,16 @@ type Manager struct {
 	store Store
 	keys  *Keys
 	opt   Options
+	// idleTTL is the expiry every write and read-with-touch sets in the
+	// store: IdleTimeout, plus the touch interval with the cache.
+	idleTTL time.Duration
+
+	cache *cache // nil: no cache
+	peers Peers
+	// Invalidations not yet published (see publish).
+	unpubMu  sync.Mutex
+	unpub    map[string]struct{}
+	unpubAll bool
 }
 
 // NewManager returns a Manager over store, sealing with keys.
@@ -66,37 +82,97 @@ func NewManager(store Store, keys *Keys, opt Options) *Manager {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	return &Manager{store: store, keys: keys, opt: opt}
+	m := &Manager{store: store, keys: keys, opt: opt, idleTTL: opt.IdleTimeout}
+	if o := opt.Cache; o != nil {
+		co := *o
+		if co.Entries <= 0 {
+			co.Entries = DefaultCacheEntries
+		}
+		if co.Bytes <= 0 {
+			co.Bytes = DefaultCacheBytes
+		}
+		if co.Staleness <= 0 {
+			co.Staleness = DefaultCacheStaleness
+		}
+		if co.TouchInterval <= 0 {
+			co.TouchInterval = DefaultTouchInterval
+		}
+		m.cache = newCache(co)
+		m.peers = co.Peers
+		m.idleTTL += co.TouchInterval
+	}
+	return m
 }
 
-// Session is one loaded session: its record and where it lives.
+// CacheStats returns the cache's counters (all zero without a cache): what
+// metrics read, e.g. the hit ratio Hits / (Hits + Misses + Stale).
+func (m *Manager) CacheStats() CacheStats {
+	if m.cache == nil {
+		return CacheStats{}
+	}
+	return m.cache.stats()
+}
+
+// Session is one loaded session: its record and where it lives. A Session
+// and its Record are read-only once made: with the cache, one Session is
+// shared by every request that loads it. To change a record, change a copy
+// and make a new Session with WithRecord.
 type Session struct {
 	token  Token
+	id     [32]byte // SHA-256 of the token
 	key    string
+	bearer string // "Bearer <access token>"
 	Record *sessionpb.Session
 }
+
+func newSession(t Token, id [32]byte, key string, rec *sessionpb.Session) *Session {
+	return &Session{token: t, id: id, key: key, bearer: "Bearer " + rec.GetAccessToken(), Record: rec}
+}
+
+// WithRecord returns the session with another record (a changed copy).
+func (s *Session) WithRecord(rec *sessionpb.Session) *Session {
+	return newSession(s.token, s.id, s.key, rec)
+}
+
+// Authorization is the value of the Authorization header for the upstream:
+// "Bearer <access token>", made once per record.
+func (s *Session) Authorization() string { return s.bearer }
 
 // Key is the store key of the session (it reveals nothing of the cookie).
 func (s *Session) Key() string { return s.key }
 
 // sessionKey is "<prefix>:s:{sha256(token)}"; the braces are a Redis Cluster
 // hash tag so that the lock of a session lives on the same slot.
-func (m *Manager) sessionKey(t *Token) string { return m.opt.Prefix + ":s:{" + t.hashHex() + "}" }
-func (m *Manager) lockKey(t *Token) string    { return m.opt.Prefix + ":r:{" + t.hashHex() + "}" }
-func (m *Manager) usedKey(t *Token) string    { return m.opt.Prefix + ":l:{" + t.hashHex() + "}" }
+func (m *Manager) sessionKey(id *[32]byte) string { return m.keyOf(":s:{", id) }
+func (m *Manager) lockKey(t *Token) string        { id := t.hash(); return m.keyOf(":r:{", &id) }
+func (m *Manager) usedKey(t *Token) string        { id := t.hash(); return m.keyOf(":l:{", &id) }
+
+// keyOf is prefix + kind + hex(id) + "}", built with one allocation.
+func (m *Manager) keyOf(kind string, id *[32]byte) string {
+	var b strings.Builder
+	b.Grow(len(m.opt.Prefix) + len(kind) + 2*len(id) + 1)
+	b.WriteString(m.opt.Prefix)
+	b.WriteString(kind)
+	var h [64]byte
+	hex.Encode(h[:], id[:])
+	b.Write(h[:])
+	b.WriteByte('}')
+	return b.String()
+}
 
 // Load finds the session of a cookie value for a request of tenant ("" in
 // single-tenant mode) and extends its idle expiry in the same store round
-// trip. It returns an error wrapping ErrNoSession when there is no usable
-// session, ErrOtherTenant for another tenant's session, and any other error
-// when the store failed.
+// trip (with the cache: at most once per touch interval, in the
+// background). It returns an error wrapping ErrNoSession when there is no
+// usable session, ErrOtherTenant for another tenant's session, and any other
+// error when the store failed. The Session is read-only.
 func (m *Manager) Load(ctx context.Context, cookie, tenant string) (*Session, error) {
 	t, err := m.keys.DecodeCookie(cookie)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNoSession, err)
 	}
-	key := m.sessionKey(&t)
-	s, err := m.load(ctx, t, key, m.opt.IdleTimeout)
+	id := t.hash()
+	s, err := m.loadID(ctx, &t, &id)
 	if err != nil {
 		return nil, err
 	}
@@ -106,9 +182,59 @@ func (m *Manager) Load(ctx context.Context, cookie, tenant string) (*Session, er
 	return s, nil
 }
 
-// Reload reads a session again without touching its expiry.
+func (m *Manager) loadID(ctx context.Context, t *Token, id *[32]byte) (*Session, error) {
+	c := m.cache
+	if c == nil {
+		s, _, err := m.load(ctx, *t, *id, m.sessionKey(id), m.idleTTL)
+		return s, err
+	}
+	now := c.now()
+	e, res := c.get(id, now, m.opt.Now().UnixNano())
+	switch res {
+	case cacheHit:
+		c.enqueueTouch(e, now)
+		return e.s, nil
+	case cacheExpired:
+		return nil, fmt.Errorf("%w: %w", ErrNoSession, ErrExpired)
+	}
+	gen := c.gen(id)
+	s, stored, err := m.load(ctx, *t, *id, m.sessionKey(id), m.idleTTL)
+	if err != nil {
+		if errors.Is(err, ErrNoSession) {
+			c.forget(id)
+		}
+		return nil, err
+	}
+	c.put(m.newEntry(s, stored, now, m.idleTTL), gen, false)
+	return s, nil
+}
+
+// newEntry is a cache entry for s, read or written as stored by a store call
+// sent at sent (monotonic) that set its expiry to ttl.
+func (m *Manager) newEntry(s *Session, stored []byte, sent int64, ttl time.Duration) *entry {
+	e := &entry{
+		id: s.id, s: s, tag: sealTag(stored), fetched: sent,
+		size:     int64(len(stored)+len(s.bearer)+len(s.key)) + entryOverhead,
+		deadline: time.Unix(s.Record.GetCreatedAt(), 0).Add(m.opt.MaxLifetime).UnixNano(),
+	}
+	e.expires.Store(sent + int64(ttl))
+	e.touchAt.Store(sent + m.cache.touchIvl)
+	return e
+}
+
+// Reload reads a session from the store again, never from the cache, and
+// without touching its expiry.
 func (m *Manager) Reload(ctx context.Context, s *Session) (*Session, error) {
-	return m.load(ctx, s.token, s.key, 0)
+	cur, stored, err := m.load(ctx, s.token, s.id, s.key, 0)
+	if c := m.cache; c != nil {
+		switch {
+		case errors.Is(err, ErrNoSession):
+			c.forget(&s.id)
+		case err == nil:
+			c.dropUnless(&s.id, sealTag(stored)) // our copy is behind: its invalidation is late
+		}
+	}
+	return cur, err
 }
 
 // A stored session is: tenant length (1 byte), tenant, sealed record. The
@@ -120,73 +246,107 @@ func associatedData(key, tenant string) []byte {
 	return append(append(append(ad, key...), 0), tenant...)
 }
 
-func (m *Manager) load(ctx context.Context, t Token, key string, idle time.Duration) (*Session, error) {
+// load reads and opens a session from the store, setting its expiry to idle
+// when idle > 0, and returns it with its stored form.
+func (m *Manager) load(ctx context.Context, t Token, id [32]byte, key string, idle time.Duration) (*Session, []byte, error) {
 	stored, err := m.store.Get(ctx, key, idle)
 	if errors.Is(err, ErrNotFound) {
-		return nil, fmt.Errorf("%w: %w", ErrNoSession, err)
+		return nil, nil, fmt.Errorf("%w: %w", ErrNoSession, err)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("session store: %w", err)
+		return nil, nil, fmt.Errorf("session store: %w", err)
 	}
 	if len(stored) < 1 || len(stored) < 1+int(stored[0]) {
-		return nil, fmt.Errorf("%w: %w", ErrNoSession, errOpen)
+		return nil, nil, fmt.Errorf("%w: %w", ErrNoSession, errOpen)
 	}
 	tenant := string(stored[1 : 1+stored[0]])
 	plain, err := m.keys.Open(&t, associatedData(key, tenant), stored[1+stored[0]:])
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrNoSession, err)
+		return nil, nil, fmt.Errorf("%w: %w", ErrNoSession, err)
 	}
 	rec := &sessionpb.Session{}
 	if err := proto.Unmarshal(plain, rec); err != nil || rec.GetTenant() != tenant {
-		return nil, fmt.Errorf("%w: record does not decode", ErrNoSession)
+		return nil, nil, fmt.Errorf("%w: record does not decode", ErrNoSession)
 	}
 	if m.opt.Now().After(time.Unix(rec.GetCreatedAt(), 0).Add(m.opt.MaxLifetime)) {
-		return nil, fmt.Errorf("%w: %w", ErrNoSession, ErrExpired)
+		return nil, nil, fmt.Errorf("%w: %w", ErrNoSession, ErrExpired)
 	}
-	return &Session{token: t, key: key, Record: rec}, nil
+	return newSession(t, id, key, rec), stored, nil
 }
 
 // Create stores a new session under a fresh token and returns it with its
-// cookie value. The record's creation time is set here.
+// cookie value. The record's creation time is set here; the record must not
+// change afterwards.
 func (m *Manager) Create(ctx context.Context, rec *sessionpb.Session) (*Session, string, error) {
 	t := NewToken()
 	rec.CreatedAt = m.opt.Now().Unix()
-	s := &Session{token: t, key: m.sessionKey(&t), Record: rec}
+	id := t.hash()
+	s := newSession(t, id, m.sessionKey(&id), rec)
 	stored, ttl, err := m.seal(s)
 	if err != nil {
 		return nil, "", err
 	}
+	var sent int64
+	var gen uint64
+	if c := m.cache; c != nil {
+		sent, gen = c.now(), c.gen(&id)
+	}
 	if err := m.store.Set(ctx, s.key, stored, ttl); err != nil {
 		return nil, "", fmt.Errorf("session store: %w", err)
+	}
+	if c := m.cache; c != nil {
+		c.put(m.newEntry(s, stored, sent, ttl), gen, false)
 	}
 	return s, m.keys.EncodeCookie(t), nil
 }
 
-// Save writes the changed record of an existing session, only if it still
-// exists: a session deleted meanwhile (a logout during a refresh) stays
-// deleted, and Save returns an error wrapping ErrNoSession.
+// Save writes the changed record of an existing session (a Session made by
+// WithRecord), only if it still exists: a session deleted meanwhile (a
+// logout during a refresh) stays deleted, and Save returns an error wrapping
+// ErrNoSession. With the cache, this replica's cache holds the new record
+// and the other replicas are told to drop theirs.
 func (m *Manager) Save(ctx context.Context, s *Session) error {
 	stored, ttl, err := m.seal(s)
 	if err != nil {
 		return err
 	}
+	c := m.cache
+	var sent int64
+	var gen uint64
+	if c != nil {
+		sent, gen = c.now(), c.gen(&s.id)
+	}
 	ok, err := m.store.Replace(ctx, s.key, stored, ttl)
+	if c != nil && (err != nil || !ok) {
+		c.invalidate(&s.id) // not written, or we cannot know: our copy is no longer to be trusted
+	}
 	if err != nil {
 		return fmt.Errorf("session store: %w", err)
 	}
 	if !ok {
 		return fmt.Errorf("%w: deleted meanwhile", ErrNoSession)
 	}
+	if c != nil {
+		c.put(m.newEntry(s, stored, sent, ttl), gen, true)
+		m.publish(ctx, s.key)
+	}
 	return nil
 }
 
-// seal seals the session's record for the store. Its time to live is the
-// idle timeout, cut to what is left of the absolute lifetime.
-func (m *Manager) seal(s *Session) (stored []byte, ttl time.Duration, err error) {
-	ttl = m.opt.IdleTimeout
-	if left := time.Unix(s.Record.GetCreatedAt(), 0).Add(m.opt.MaxLifetime).Sub(m.opt.Now()); left < ttl {
+// storeTTL is the expiry a write or touch sets: the idle timeout (plus the
+// touch interval with the cache), cut to what is left of the absolute
+// lifetime of a session created at createdAt (unix seconds).
+func (m *Manager) storeTTL(createdAt int64) time.Duration {
+	ttl := m.idleTTL
+	if left := time.Unix(createdAt, 0).Add(m.opt.MaxLifetime).Sub(m.opt.Now()); left < ttl {
 		ttl = left
 	}
+	return ttl
+}
+
+// seal seals the session's record for the store, with its time to live.
+func (m *Manager) seal(s *Session) (stored []byte, ttl time.Duration, err error) {
+	ttl = m.storeTTL(s.Record.GetCreatedAt())
 	if ttl <= 0 {
 		return nil, 0, fmt.Errorf("%w: %w", ErrNoSession, ErrExpired)
 	}
@@ -203,11 +363,16 @@ func (m *Manager) seal(s *Session) (stored []byte, ttl time.Duration, err error)
 	return stored, ttl, err
 }
 
-// Delete removes the session from the store.
+// Delete removes the session from the store, and from every replica's cache.
 func (m *Manager) Delete(ctx context.Context, s *Session) error {
-	if err := m.store.Delete(ctx, s.key); err != nil {
+	err := m.store.Delete(ctx, s.key)
+	if m.cache != nil {
+		m.cache.invalidate(&s.id)
+	}
+	if err != nil {
 		return fmt.Errorf("session store: %w", err)
 	}
+	m.publish(ctx, s.key)
 	return nil
 }
 

@@ -78,11 +78,11 @@ func allWork(x *e2e.Extauthz, cookies []string) map[int]int {
 	return out
 }
 
-// hammer sends checks over the cookies from workers until stop, and counts
-// outcomes.
-func hammer(x *e2e.Extauthz, cookies []string, workers int, stop <-chan struct{}) map[int]int {
+// hammerSplit sends checks over the cookies from workers until stop, and
+// counts outcomes: of the checks sent before split, and of those after.
+func hammerSplit(x *e2e.Extauthz, cookies []string, workers int, stop <-chan struct{}, split time.Time) (before, after map[int]int) {
 	var mu sync.Mutex
-	out := map[int]int{}
+	before, after = map[int]int{}, map[int]int{}
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {
@@ -92,15 +92,36 @@ func hammer(x *e2e.Extauthz, cookies []string, workers int, stop <-chan struct{}
 					return
 				default:
 				}
+				sent := time.Now()
 				s := check(x, cookies[i%len(cookies)])
 				mu.Lock()
-				out[s]++
+				if sent.Before(split) {
+					before[s]++
+				} else {
+					after[s]++
+				}
 				mu.Unlock()
 			}
 		})
 	}
 	wg.Wait()
-	return out
+	return before, after
+}
+
+// staleness is the binary's default session cache staleness bound: with
+// Redis gone, a cached session may be served this long after it was last
+// read from Redis, then 503. grace covers a check in flight at that moment.
+const staleness, grace = time.Second, 250 * time.Millisecond
+
+// onlyStatusOrCachedAllowed checks the outcomes of an outage's first
+// staleness+grace: 503, or 200 for sessions still within the bound.
+func onlyStatusOrCachedAllowed(t *testing.T, what string, got map[int]int, want int) {
+	t.Helper()
+	for s, n := range got {
+		if s != want && s != 200 {
+			t.Fatalf("%s: %d checks answered %d (outcomes %v), want %d, or 200 from the cache", what, n, s, got, want)
+		}
+	}
 }
 
 func goroutines(t *testing.T, x *e2e.Extauthz) int {
@@ -148,16 +169,27 @@ func onlyStatus(t *testing.T, what string, got map[int]int, want int) {
 }
 
 // Redis stalled (SIGSTOP, connections open, nothing answers) for longer than
-// the store deadline, then back (SIGCONT).
+// the store deadline, then back (SIGCONT). With the session cache, a session
+// read from Redis less than the staleness bound before is still served; no
+// check sent after the bound is.
 func TestRedisStalled(t *testing.T) {
+	t.Run("Cache", func(t *testing.T) { testRedisStalled(t, true) })
+	t.Run("NoCache", func(t *testing.T) { testRedisStalled(t, false, "EXTAUTHZ_SESSION_CACHE", "false") })
+}
+
+func testRedisStalled(t *testing.T, cache bool, env ...string) {
 	srv := redistest.Run(t)
-	x := replica(t, "a", hydra, client, "EXTAUTHZ_REDIS_URL", "redis://"+srv.Addr)
+	x := replica(t, "a", hydra, client, append([]string{"EXTAUTHZ_REDIS_URL", "redis://" + srv.Addr}, env...)...)
 	cookies := seedSessions(t, srv.Addr, 200)
 	onlyStatus(t, "before", allWork(x, cookies), 200)
 	before := goroutines(t, x)
 
 	if err := srv.Pause(); err != nil {
 		t.Fatal(err)
+	}
+	split := time.Now().Add(staleness + grace)
+	if !cache {
+		split = time.Now()
 	}
 	stop := make(chan struct{})
 	var peak atomic.Int64
@@ -176,15 +208,16 @@ func TestRedisStalled(t *testing.T) {
 		}
 	}()
 	time.AfterFunc(3*time.Second, func() { close(stop) })
-	during := hammer(x, cookies, 16, stop)
+	within, during := hammerSplit(x, cookies, 16, stop, split)
 	<-sampled
 	notReady := readyz(x)
 	srv.Resume()
 	back := waitReady(t, x, 10*time.Second)
 	after := allWork(x, cookies)
 
-	t.Logf("Redis stalled 3s: %d checks, outcomes %v; /readyz %d; goroutines %d before, at most %d during; ready %s after SIGCONT; then %v",
-		during[503]+during[200]+during[401], during, notReady, before, peak.Load(), back.Round(time.Millisecond), after)
+	t.Logf("Redis stalled 3s: %d checks, outcomes %v within the staleness bound, %v after; /readyz %d; goroutines %d before, at most %d during; ready %s after SIGCONT; then %v",
+		during[503]+during[200]+during[401], within, during, notReady, before, peak.Load(), back.Round(time.Millisecond), after)
+	onlyStatusOrCachedAllowed(t, "Redis stalled, within the staleness bound", within, 503)
 	onlyStatus(t, "while Redis is stalled", during, 503)
 	if notReady != http.StatusServiceUnavailable {
 		t.Errorf("/readyz answered %d while Redis was stalled, want 503", notReady)
@@ -203,17 +236,19 @@ func TestRedisKilledAndRestarted(t *testing.T) {
 	onlyStatus(t, "before", allWork(x, cookies), 200)
 
 	srv.Stop()
+	split := time.Now().Add(staleness + grace)
 	stop := make(chan struct{})
-	time.AfterFunc(2*time.Second, func() { close(stop) })
-	during := hammer(x, cookies, 16, stop)
+	time.AfterFunc(2*time.Second+staleness, func() { close(stop) })
+	within, during := hammerSplit(x, cookies, 16, stop, split)
 	notReady := readyz(x)
 	if err := srv.Restart(); err != nil {
 		t.Fatal(err)
 	}
 	back := waitReady(t, x, 10*time.Second)
 	after := allWork(x, cookies)
-	t.Logf("Redis down 2s: %d checks, outcomes %v; /readyz %d; ready %s after restart; then %v",
-		during[503], during, notReady, back.Round(time.Millisecond), after)
+	t.Logf("Redis down 3s: %d checks, outcomes %v within the staleness bound, %v after; /readyz %d; ready %s after restart; then %v",
+		during[503], within, during, notReady, back.Round(time.Millisecond), after)
+	onlyStatusOrCachedAllowed(t, "Redis down, within the staleness bound", within, 503)
 	onlyStatus(t, "while Redis is down", during, 503)
 	if notReady != http.StatusServiceUnavailable {
 		t.Errorf("/readyz answered %d while Redis was down, want 503", notReady)

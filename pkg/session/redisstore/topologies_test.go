@@ -170,6 +170,15 @@ func TestCluster(t *testing.T) {
 			}
 		}
 	})
+	// Plain PUBLISH reaches the subscribers of every node; each replica's
+	// heartbeat goes to every master and comes back from each.
+	t.Run("CacheInvalidation", func(t *testing.T) {
+		sa := open(t, redisstore.Options{Addrs: cl.Addrs()[:1], Cluster: true, Timeout: time.Second})
+		sb := open(t, redisstore.Options{Addrs: cl.Addrs()[2:], Cluster: true, Timeout: time.Second})
+		a := cachedManager(t, sa, sa, "cl", longStaleness)
+		b := cachedManager(t, sb, sb, "cl", longStaleness)
+		checkPropagation(t, a, b, 100, 30)
+	})
 }
 
 func TestSentinel(t *testing.T) {
@@ -185,6 +194,10 @@ func TestSentinel(t *testing.T) {
 	t.Run("Conformance", func(t *testing.T) {
 		sessiontest.Run(t, func(t *testing.T) session.Store { return newStore(t) })
 	})
+	sa, sb := newStore(t), newStore(t)
+	ca := cachedManager(t, sa, sa, "sent", longStaleness)
+	cb := cachedManager(t, sb, sb, "sent", longStaleness)
+	t.Run("CacheInvalidation", func(t *testing.T) { checkPropagation(t, ca, cb, 100, 30) })
 	t.Run("Failover", func(t *testing.T) {
 		s := newStore(t)
 		m := manager(t, s)
@@ -220,6 +233,14 @@ func TestSentinel(t *testing.T) {
 		if _, _, err := m.Create(ctx, &sessionpb.Session{Subject: "after"}); err != nil {
 			t.Fatalf("writes after the failover: %v", err)
 		}
+	})
+	// The subscribers were on the old master: they find the new one.
+	t.Run("CacheInvalidationAfterFailover", func(t *testing.T) {
+		back := waitUntil(t, "invalidation channels up on the new master", 30*time.Second, func() bool {
+			return ca.CacheStats().ChannelUp && cb.CacheStats().ChannelUp
+		})
+		t.Logf("MEASURE channels up %s after the failover test", back)
+		checkPropagation(t, ca, cb, 50, 10)
 	})
 }
 
