@@ -30,6 +30,7 @@ import (
 
 	"github.com/extauthz/extauthz/internal/deploycheck"
 	"github.com/extauthz/extauthz/internal/e2e"
+	"github.com/extauthz/extauthz/internal/redistest"
 	"github.com/extauthz/extauthz/pkg/authz"
 )
 
@@ -53,13 +54,6 @@ var (
 		"kube_deployment_spec_replicas":             {"namespace", "deployment"},
 		"up":                                        targetLabels,
 	}
-	// pending: the session cache's counters, which extauthz does not export
-	// yet; the dashboard's "Session cache hit ratio" panel reads them.
-	// Remove an entry once /metrics has it: the test then checks it like
-	// any other.
-	pending = map[string]map[string][]string{ // metric -> label -> values
-		"extauthz_session_cache_requests_total": {"result": {"hit", "miss", "stale"}},
-	}
 )
 
 // metricSet is what the real /metrics says: families, with the label names
@@ -72,11 +66,13 @@ var (
 	scrapeErr  error
 )
 
-// realMetrics builds and starts the real extauthz (sessions in memory),
-// sends it checks that a browser without a session and a foreign host
-// make, and reads its /metrics.
+// realMetrics builds and starts the real extauthz on a real Redis (so
+// that the session cache and its counters are on, as in production), sends
+// it checks that a browser without a session and a foreign host make, and
+// reads its /metrics.
 func realMetrics(t *testing.T) metricSet {
 	t.Helper()
+	redistest.Require(t)
 	scrapeOnce.Do(func() { scraped, scrapeErr = scrape() })
 	if scrapeErr != nil {
 		t.Fatal(scrapeErr)
@@ -90,11 +86,17 @@ func scrape() (metricSet, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
+	redis, err := redistest.Start(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer redis.Stop()
 	bin, err := e2e.BuildExtauthz("../..", dir)
 	if err != nil {
 		return nil, err
 	}
-	x, err := e2e.StartExtauthz("extauthz", bin, map[string]string{"EXTAUTHZ_ALLOWED_HOSTS": "app.example"}, io.Discard)
+	x, err := e2e.StartExtauthz("extauthz", bin, map[string]string{"EXTAUTHZ_ALLOWED_HOSTS": "app.example",
+		"EXTAUTHZ_REDIS_URL": "redis://" + redis.Addr, "EXTAUTHZ_SESSION_SECRETS": deploycheck.Secret64}, io.Discard)
 	if err != nil {
 		return nil, err
 	}
@@ -209,16 +211,11 @@ func checkExpr(ms metricSet, expr string) []string {
 			if l, ok := external[name]; ok {
 				return nil, slices.Contains(l, label)
 			}
-			if l, ok := pending[name]; ok {
-				v, has := l[label]
-				return v, has || slices.Contains(targetLabels, label)
-			}
 			return nil, false
 		}
 		_, isOurs := ms[name]
 		_, isExternal := external[name]
-		_, isPending := pending[name]
-		if !isOurs && !isExternal && !isPending {
+		if !isOurs && !isExternal {
 			probs = append(probs, fmt.Sprintf("metric %s is not in extauthz's /metrics", name))
 			return nil
 		}
@@ -258,8 +255,7 @@ func checkExpr(ms metricSet, expr string) []string {
 			for _, m := range inner {
 				_, a := ms[m][l]
 				b := slices.Contains(external[m], l)
-				_, c := pending[m][l]
-				found = found || a || b || c
+				found = found || a || b
 			}
 			if !found {
 				probs = append(probs, fmt.Sprintf("by (%s): no label %q on %v", strings.Join(agg.Grouping, ", "), l, inner))
@@ -466,7 +462,6 @@ func TestDashboardUsesRealMetrics(t *testing.T) {
 	}
 	walk(d.Panels)
 	ids, titles := map[int]bool{}, map[string]bool{}
-	usesPending := map[string]bool{}
 	queries := 0
 	for _, p := range panels {
 		if ids[p.ID] {
@@ -485,11 +480,6 @@ func TestDashboardUsesRealMetrics(t *testing.T) {
 			expr := grafanaVars.Replace(tg.Expr)
 			for _, prob := range checkExpr(ms, expr) {
 				t.Errorf("panel %q, query %s: %s\n  %s", p.Title, tg.RefID, prob, tg.Expr)
-			}
-			for m := range pending {
-				if strings.Contains(expr, m) {
-					usesPending[m] = true
-				}
 			}
 		}
 	}
@@ -512,14 +502,6 @@ func TestDashboardUsesRealMetrics(t *testing.T) {
 		"Identity provider failures", "Session cache hit ratio", "Checks/s by tenant"} {
 		if !titles[want] {
 			t.Errorf("no panel %q", want)
-		}
-	}
-	for m := range pending {
-		if _, exported := ms[m]; exported {
-			t.Errorf("%s is exported now: remove it from pending, so that the test checks it", m)
-		}
-		if !usesPending[m] {
-			t.Errorf("pending metric %s is used by no panel", m)
 		}
 	}
 	t.Logf("%d panels, %d queries checked against %d metrics", len(panels), queries, len(ms))
