@@ -36,7 +36,7 @@ demo: deps ## End to end on this machine: Redis, Ory Hydra, extauthz; log in, re
 .PHONY: bench
 bench: deps ## Side by side on one Redis: a no-op server, extauthz with/without its cache, oauth2-proxy, the GET floor; logout propagation (table + bench-results/bench.json); then the microbenchmarks
 	$(GO) run ./cmd/extauthz-bench $(BENCH_FLAGS)
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 1s ./pkg/session/ ./pkg/authz/
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 1s ./pkg/session/ ./pkg/authz/ ./pkg/tracing/
 
 STATICCHECK_VERSION := v0.8.2
 
