@@ -32,6 +32,7 @@ import (
 
 	"github.com/extauthz/extauthz/internal/deploycheck"
 	"github.com/extauthz/extauthz/pkg/config"
+	"github.com/extauthz/extauthz/pkg/tracing"
 )
 
 const chartDir = "../helm/extauthz"
@@ -389,6 +390,13 @@ func checkInstalled(t *testing.T, in *installed, vals map[string]any) {
 		if cfg.IDP.Kind != config.XSUAAProvider {
 			t.Errorf("xsuaa binding: extauthz chose %+v", cfg.IDP)
 		}
+	}
+	if ep := nested(vals, "tracing", "endpoint"); ep != nil && ep != "" {
+		if env["OTEL_EXPORTER_OTLP_ENDPOINT"] != ep || !tracing.Enabled(func(k string) string { return env[k] }) {
+			t.Errorf("tracing.endpoint %v: OTEL_EXPORTER_OTLP_ENDPOINT %q, tracing on %v", ep, env["OTEL_EXPORTER_OTLP_ENDPOINT"], tracing.Enabled(func(k string) string { return env[k] }))
+		}
+	} else if tracing.Enabled(func(k string) string { return env[k] }) {
+		t.Error("tracing on without tracing.endpoint")
 	}
 	if cfg.TenantHostPattern == "" && len(cfg.AllowedHosts) == 0 {
 		t.Error("no host served: extauthz would answer 404 to everything")
