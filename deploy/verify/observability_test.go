@@ -220,7 +220,7 @@ func checkExpr(ms metricSet, expr string) []string {
 			return nil
 		}
 		for _, m := range vs.LabelMatchers {
-			if m.Name == labels.MetricName {
+			if m.Name == model.MetricNameLabel {
 				continue
 			}
 			values, ok := known(m.Name)
