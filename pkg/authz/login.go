@@ -182,8 +182,12 @@ func (e *Engine) logout(ctx context.Context, r *in) *Decision {
 			if err := e.sessions.Delete(ctx, s); err != nil {
 				return e.storeError(ctx, err) // never claim a logout that did not happen
 			}
-		case errors.Is(err, session.ErrNoSession), errors.Is(err, session.ErrOtherTenant):
-			// Nothing of this tenant to delete; another tenant's session stays.
+		case errors.Is(err, session.ErrNoSession):
+			// Nothing to delete: perhaps an earlier logout's delete landed
+			// unanswered. Every replica's cache is told again.
+			e.sessions.Forget(ctx, c)
+		case errors.Is(err, session.ErrOtherTenant):
+			// Another tenant's session stays.
 		default:
 			return e.storeError(ctx, err)
 		}

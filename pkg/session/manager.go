@@ -318,7 +318,10 @@ func (m *Manager) Save(ctx context.Context, s *Session) error {
 	}
 	ok, err := m.store.Replace(ctx, s.key, stored, ttl)
 	if c != nil && (err != nil || !ok) {
-		c.invalidate(&s.id) // not written, or we cannot know: our copy is no longer to be trusted
+		// Not written, or we cannot know: no replica's copy is to be
+		// trusted any more (the write may have landed without its answer).
+		c.invalidate(&s.id)
+		m.publish(ctx, s.key)
 	}
 	if err != nil {
 		return fmt.Errorf("session store: %w", err)
@@ -364,16 +367,35 @@ func (m *Manager) seal(s *Session) (stored []byte, ttl time.Duration, err error)
 }
 
 // Delete removes the session from the store, and from every replica's cache.
+// The other replicas are told even when the store call failed: the delete
+// may have landed without its answer, and a retried logout then finds
+// nothing to delete (a failed publish is retried).
 func (m *Manager) Delete(ctx context.Context, s *Session) error {
 	err := m.store.Delete(ctx, s.key)
 	if m.cache != nil {
 		m.cache.invalidate(&s.id)
 	}
+	m.publish(ctx, s.key)
 	if err != nil {
 		return fmt.Errorf("session store: %w", err)
 	}
-	m.publish(ctx, s.key)
 	return nil
+}
+
+// Forget tells every replica's cache to drop the session of a cookie whose
+// record is gone (a logout retried after its delete landed unanswered). A
+// cookie that does not verify is ignored: forged cookies cost no publish.
+func (m *Manager) Forget(ctx context.Context, cookie string) {
+	if m.cache == nil {
+		return
+	}
+	t, err := m.keys.DecodeCookie(cookie)
+	if err != nil {
+		return
+	}
+	id := t.hash()
+	m.cache.invalidate(&id)
+	m.publish(ctx, m.sessionKey(&id))
 }
 
 // TryLock takes the session's refresh lock for ttl without waiting. When it

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/extauthz/extauthz/pkg/session"
+	"github.com/extauthz/extauthz/pkg/session/sessiontest"
 	"github.com/extauthz/extauthz/proto/sessionpb"
 )
 
@@ -274,3 +275,43 @@ func TestTenantIsBoundToTheSession(t *testing.T) {
 		t.Fatalf("a session moved to another tenant in Redis: %v, want ErrNoSession", err)
 	}
 }
+
+// A logout whose delete landed but whose answer was lost still reaches the
+// other replicas: Delete publishes even on a store error, and a retried
+// logout that finds nothing publishes again (Forget).
+func TestInvalidationDespiteAFailedDelete(t *testing.T) {
+	ctx := context.Background()
+	hub := sessiontest.NewHub()
+	store := session.NewMemoryStore(nil)
+	keys, _ := session.NewKeys([]byte(strings.Repeat("k", 64)))
+	opts := func() session.Options {
+		return session.Options{Cache: &session.CacheOptions{Staleness: time.Hour, TouchInterval: time.Hour, Peers: hub.Peer()}}
+	}
+	a := session.NewManager(failingDelete{store}, keys, opts())
+	b := session.NewManager(store, keys, opts())
+	defer a.Start(ctx)()
+	defer b.Start(ctx)()
+	waitFor(t, "channels up", 5*time.Second, func() bool { return a.CacheStats().ChannelUp && b.CacheStats().ChannelUp })
+	s, cookie, err := a.Create(ctx, &sessionpb.Session{AccessToken: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Load(ctx, cookie, ""); err != nil {
+		t.Fatal(err)
+	}
+	store.Delete(ctx, s.Key()) // the delete lands ...
+	if err := a.Delete(ctx, s); err == nil {
+		t.Fatal("the failing store's Delete succeeded") // ... but its answer is lost
+	}
+	waitFor(t, "b refuses the cookie", 5*time.Second, func() bool { _, err := b.Load(ctx, cookie, ""); return errors.Is(err, session.ErrNoSession) })
+	// The retried logout finds nothing; Forget tells the replicas again.
+	if _, err := b.Load(ctx, cookie, ""); !errors.Is(err, session.ErrNoSession) {
+		t.Fatalf("b still serves the logged-out session: %v", err)
+	}
+	a.Forget(ctx, cookie)
+	a.Forget(ctx, "forged")
+}
+
+type failingDelete struct{ session.Store }
+
+func (failingDelete) Delete(context.Context, string) error { return errors.New("i/o timeout") }
