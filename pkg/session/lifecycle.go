@@ -39,7 +39,7 @@ const MaxIndexMembers = 1000
 type SessionInfo struct {
 	// Fingerprint names the session in the admin API and the audit log: the
 	// first 16 hex digits of the hash in its store key.
-	Fingerprint string `json:"fingerprint"`
+	Fingerprint string    `json:"fingerprint"`
 	Created     time.Time `json:"created"`
 	// LastUsed is when the idle expiry was last extended: a request then,
 	// or up to the touch interval earlier with the session cache.
