@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
@@ -47,6 +49,16 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 		// Checks allocate short-lived garbage at a high rate and the heap is
 		// small: trading some memory for a quarter of the GC work pays.
 		debug.SetGCPercent(400)
+	}
+	if getenv("GOMEMLIMIT") == "" {
+		// GOGC=400 lets the heap grow to five times what is live (the
+		// session cache included); under a container's memory limit, the
+		// collector works harder before the limit instead of the kernel
+		// killing the process at it.
+		if limit, ok := cgroupMemoryLimit(cgroupMemoryFiles); ok {
+			debug.SetMemoryLimit(limit / 10 * 7)
+			log.Info("memory limit from the container", "limit_bytes", limit, "gomemlimit_bytes", limit/10*7)
+		}
 	}
 	m := metrics.New(metrics.Options{MaxTenants: cfg.MetricsMaxTenants})
 
@@ -269,4 +281,24 @@ func newStore(cfg *config.Config, log *slog.Logger) (session.Store, func(), erro
 	}
 	log.Info("session store: redis", "source", r.Source, "addrs", strings.Join(r.Addrs, ","), "mode", mode, "tls", r.TLS)
 	return s, func() { s.Close() }, nil
+}
+
+// cgroupMemoryFiles hold the container's memory limit: cgroup v2, then v1.
+var cgroupMemoryFiles = []string{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}
+
+// cgroupMemoryLimit reads the first limit set in files ("max", or v1's huge
+// "no limit" value, count as none).
+func cgroupMemoryLimit(files []string) (int64, bool) {
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		if err != nil || n <= 0 || n >= 1<<60 {
+			return 0, false
+		}
+		return n, true
+	}
+	return 0, false
 }

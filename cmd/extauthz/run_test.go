@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -220,5 +222,29 @@ func TestRunHelpAndVersion(t *testing.T) {
 	out.Reset()
 	if err := run(context.Background(), []string{"--version"}, mapEnv(nil), &out); err != nil || !strings.HasPrefix(out.String(), "extauthz ") {
 		t.Fatalf("--version: %v %q", err, out.String())
+	}
+}
+
+func TestCgroupMemoryLimit(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, v string) string {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte(v), 0o600)
+		return p
+	}
+	for _, tc := range []struct {
+		files []string
+		want  int64
+		ok    bool
+	}{
+		{[]string{write("v2", "268435456\n")}, 268435456, true},
+		{[]string{write("max", "max\n")}, 0, false},
+		{[]string{filepath.Join(dir, "none"), write("v1", "134217728")}, 134217728, true},
+		{[]string{write("v1-unlimited", "9223372036854771712")}, 0, false},
+		{[]string{filepath.Join(dir, "none")}, 0, false},
+	} {
+		if got, ok := cgroupMemoryLimit(tc.files); got != tc.want || ok != tc.ok {
+			t.Errorf("%v: %d %v, want %d %v", tc.files, got, ok, tc.want, tc.ok)
+		}
 	}
 }
