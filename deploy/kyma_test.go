@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
@@ -18,6 +17,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/extauthz/extauthz/internal/deploycheck"
 )
 
 func TestKyma(t *testing.T) {
@@ -227,19 +228,12 @@ func TestKyma(t *testing.T) {
 		t.Errorf("service instances %v, want xsuaa and redis-cache", instances)
 	}
 
-	// The pod: probes, security, resources.
-	pod := deployment.Spec.Template.Spec
-	c := pod.Containers[0]
-	if c.LivenessProbe.HTTPGet.Path != "/healthz" || c.ReadinessProbe.HTTPGet.Path != "/readyz" {
-		t.Error("probes must be /healthz (liveness) and /readyz (readiness)")
+	// The pod: probes, security, resources, ports (the checks the Helm
+	// chart's Deployment passes too).
+	for _, p := range deploycheck.PodProblems(deployment) {
+		t.Error(p)
 	}
-	if pod.SecurityContext.RunAsNonRoot == nil || !*pod.SecurityContext.RunAsNonRoot || c.SecurityContext.ReadOnlyRootFilesystem == nil ||
-		!*c.SecurityContext.ReadOnlyRootFilesystem || c.SecurityContext.AllowPrivilegeEscalation == nil || *c.SecurityContext.AllowPrivilegeEscalation {
-		t.Error("the pod must run as non-root, read-only, without privilege escalation")
-	}
-	if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero() {
-		t.Error("resource requests missing")
-	}
+	c := deployment.Spec.Template.Spec.Containers[0]
 	var ports []int32
 	for _, p := range service.Spec.Ports {
 		ports = append(ports, p.Port)
@@ -250,37 +244,27 @@ func TestKyma(t *testing.T) {
 
 	// The configuration the Deployment gives extauthz, with the bindings
 	// mounted where it mounts them.
+	env := deploycheck.Env(c, func(sel *corev1.SecretKeySelector) string {
+		if sel.Name != "extauthz-session" || sel.Key != "secret" {
+			t.Errorf("a variable comes from Secret %s key %s, want extauthz-session key secret (README)", sel.Name, sel.Key)
+		}
+		return secret64 // the extauthz-session Secret, created apart (README)
+	})
 	root := t.TempDir()
-	env := map[string]string{}
-	for _, e := range c.Env {
-		v := e.Value
-		if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
-			v = secret64 // the extauthz-session Secret, created apart (README)
-			if sel := e.ValueFrom.SecretKeyRef; sel.Name != "extauthz-session" || sel.Key != "secret" {
-				t.Errorf("%s comes from Secret %s key %s, want extauthz-session key secret (README)", e.Name, sel.Name, sel.Key)
-			}
-		}
-		// Kubernetes expands $(VAR) from earlier variables.
-		for k, val := range env {
-			v = strings.ReplaceAll(v, "$("+k+")", val)
-		}
-		env[e.Name] = v
-	}
-	var mounted []string
-	for _, m := range c.VolumeMounts {
-		rel, ok := strings.CutPrefix(m.MountPath, env["SERVICE_BINDING_ROOT"]+"/")
-		if !ok {
-			t.Errorf("binding %s is not mounted under SERVICE_BINDING_ROOT", m.Name)
-		}
-		mounted = append(mounted, rel)
+	mounted, err := deploycheck.MountBindings(c, env["SERVICE_BINDING_ROOT"], root, func(rel, dir string) error {
 		if strings.Contains(rel, "redis") {
-			writeRedisBinding(t, filepath.Join(root, rel))
-		} else {
-			os.MkdirAll(filepath.Join(root, rel), 0o755)
+			return deploycheck.WriteRedisBinding(dir)
 		}
+		return os.MkdirAll(dir, 0o755)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mounted) != len(c.VolumeMounts) {
+		t.Errorf("bindings mounted %v, not all under SERVICE_BINDING_ROOT: %v", mounted, c.VolumeMounts)
 	}
 	for name, b := range bindings {
-		if !slices.Contains(mounted, b.Spec.SecretName) {
+		if !slices.Contains(slices.Collect(maps.Values(mounted)), b.Spec.SecretName) {
 			t.Errorf("the Secret of ServiceBinding %s (%s) is not mounted as a binding folder", name, b.Spec.SecretName)
 		}
 	}
@@ -289,15 +273,8 @@ func TestKyma(t *testing.T) {
 	if cfg.Redis == nil || cfg.Redis.Addrs[0] != "redis.internal:6379" {
 		t.Fatalf("the Deployment's EXT_SESSION_MGT does not find the redis binding: %+v", cfg.Redis)
 	}
-	// SIGTERM to exit takes the drain delay, then at most the shutdown
-	// timeout (and a second for the admin listener): Kubernetes must not
-	// SIGKILL before.
-	grace := time.Duration(30) * time.Second // Kubernetes' default
-	if pod.TerminationGracePeriodSeconds != nil {
-		grace = time.Duration(*pod.TerminationGracePeriodSeconds) * time.Second
-	}
-	if need := cfg.DrainDelay + cfg.ShutdownTimeout + time.Second; grace <= need {
-		t.Errorf("terminationGracePeriodSeconds %v, not above drain delay %v + shutdown timeout %v + 1s", grace, cfg.DrainDelay, cfg.ShutdownTimeout)
+	if p := deploycheck.GraceProblem(deployment, cfg); p != "" {
+		t.Error(p)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"runtime/debug"
 	"strconv"
@@ -27,6 +28,7 @@ import (
 	"github.com/extauthz/extauthz/pkg/session"
 	"github.com/extauthz/extauthz/pkg/session/redisstore"
 	"github.com/extauthz/extauthz/pkg/tenant"
+	"github.com/extauthz/extauthz/pkg/tracing"
 )
 
 // version is set at build time (-ldflags "-X main.version=…").
@@ -61,6 +63,26 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 		}
 	}
 	m := metrics.New(metrics.Options{MaxTenants: cfg.MetricsMaxTenants})
+	// OpenTelemetry: nil (off, nothing wrapped) without an OTLP endpoint.
+	tracer, stopTracing, err := tracing.New(ctx, getenv, version)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := stopTracing(sctx); err != nil {
+			log.Warn("OpenTelemetry: spans not exported at exit", "error", err)
+		}
+	}()
+	if tracer != nil {
+		endpoint := firstSet(getenv, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+		if u, err := url.Parse(endpoint); err == nil && u.User != nil {
+			u.User = nil // never log a password
+			endpoint = u.String()
+		}
+		log.Info("tracing: OpenTelemetry, OTLP", "endpoint", endpoint)
+	}
 
 	store, closeStore, err := newStore(cfg, log)
 	if err != nil {
@@ -68,7 +90,7 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 	}
 	defer closeStore()
 	cache := sessionCache(cfg, store, log)
-	store = m.InstrumentStore(store)
+	store = tracer.InstrumentStore(m.InstrumentStore(store))
 
 	secrets := make([][]byte, 0, len(cfg.SessionSecrets))
 	for _, s := range cfg.SessionSecrets {
@@ -96,7 +118,7 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 		m.WatchSessionCache(sessions.CacheStats)
 	}
 
-	providers, err := newProviders(cfg, log)
+	providers, err := newProviders(cfg, log, tracer)
 	if err != nil {
 		return err
 	}
@@ -155,10 +177,17 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 		adminAPI = admin.New(string(cfg.AdminToken), sessions, audit, log)
 		log.Info("admin API on the admin listener", "path", "/admin/sessions")
 	}
+	httpHandler := envoy.NewHTTPHandler(engine, m, log, cfg.HTTPPathPrefix).LimitHeaderBytes(cfg.MaxHeaderBytes)
+	nginxHandler := envoy.NewNginxHandler(engine, m, log).LimitHeaderBytes(cfg.MaxHeaderBytes)
+	if tracer != nil { // never a nil *Tracer in the interface
+		svc.Trace(tracer)
+		httpHandler.Trace(tracer)
+		nginxHandler.Trace(tracer)
+	}
 	return server.Run(ctx, server.Options{
 		GRPC: grpcLis, HTTP: httpLis, Admin: adminLis, Nginx: nginxLis,
-		HTTPHandler:     envoy.NewHTTPHandler(engine, m, log, cfg.HTTPPathPrefix).LimitHeaderBytes(cfg.MaxHeaderBytes),
-		NginxHandler:    envoy.NewNginxHandler(engine, m, log).LimitHeaderBytes(cfg.MaxHeaderBytes),
+		HTTPHandler:     httpHandler,
+		NginxHandler:    nginxHandler,
 		Register:        svc.Register,
 		GRPCOptions:     svc.ServerOptions(),
 		MaxHeaderBytes:  cfg.MaxHeaderBytes,
@@ -173,6 +202,16 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 	})
 }
 
+// firstSet is the first of the variables that is set.
+func firstSet(getenv config.Getenv, names ...string) string {
+	for _, n := range names {
+		if v := getenv(n); v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
 func logoutMethod(p *policy.Policy) string {
 	if p == nil {
 		return http.MethodGet
@@ -183,7 +222,7 @@ func logoutMethod(p *policy.Policy) string {
 // newProviders builds the identity provider config.Load chose: one for
 // every tenant, or one per tenant, built on first use and kept in a
 // registry. nil: nobody can log in.
-func newProviders(cfg *config.Config, log *slog.Logger) (authz.Providers, error) {
+func newProviders(cfg *config.Config, log *slog.Logger, tracer *tracing.Tracer) (authz.Providers, error) {
 	o, p := cfg.OIDC, cfg.IDP
 	var build func(tenant string) (idp.Client, error)
 	switch p.Kind {
@@ -206,6 +245,7 @@ func newProviders(cfg *config.Config, log *slog.Logger) (authz.Providers, error)
 				ClientSecret: string(o.ClientSecret), Scopes: o.Scopes, Timeout: cfg.IDPTimeout, ScopeClaim: o.ScopeClaim, ClientAuth: o.ClientAuth})
 		}
 	}
+	build = tracer.InstrumentIDP(build)
 	if !p.PerTenant() {
 		c, err := build("")
 		if err != nil {

@@ -11,8 +11,10 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"go.opentelemetry.io/otel/trace"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/extauthz/extauthz/pkg/authz"
 )
@@ -27,12 +29,21 @@ type Observer interface {
 	ObserveCheck(d *authz.Decision, took time.Duration)
 }
 
+// Tracer traces checks (pkg/tracing). StartCheck starts a check's span,
+// the child of the one the proxy's headers carry (headers reads the check
+// request's gRPC metadata or HTTP headers by lower-case name); the function
+// it returns ends the span with the decision.
+type Tracer interface {
+	StartCheck(ctx context.Context, protocol string, headers func(string) string) (context.Context, func(*authz.Request, *authz.Decision))
+}
+
 // Service is Envoy's envoy.service.auth.v3.Authorization over gRPC.
 type Service struct {
 	authv3.UnimplementedAuthorizationServer
 	engine Engine
 	obs    Observer
 	log    *slog.Logger
+	tracer Tracer // nil: off
 
 	maxHeaderBytes int
 }
@@ -51,6 +62,12 @@ func (s *Service) LimitHeaderBytes(n int) *Service {
 	return s
 }
 
+// Trace traces every check with t (nil: off).
+func (s *Service) Trace(t Tracer) *Service {
+	s.tracer = t
+	return s
+}
+
 // Check implements the Authorization service on the generated types (the
 // server uses Register's faster decoding; both give the same answer).
 func (s *Service) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
@@ -65,16 +82,42 @@ func (s *Service) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.
 // the engine.
 func (s *Service) tooLarge(ctx context.Context, r *authz.Request) *authv3.CheckResponse {
 	start := time.Now()
+	var end func(*authz.Request, *authz.Decision)
+	if s.tracer != nil {
+		ctx, end = s.tracer.StartCheck(ctx, "grpc", grpcHeaders(ctx))
+	}
 	d := headersTooLarge()
+	if end != nil {
+		end(r, d)
+	}
 	observe(ctx, s.obs, s.log, "grpc", r, d, start)
 	return CheckResponse(d)
 }
 
 func (s *Service) check(ctx context.Context, r *authz.Request) *authv3.CheckResponse {
 	start := time.Now()
+	var end func(*authz.Request, *authz.Decision)
+	if s.tracer != nil {
+		ctx, end = s.tracer.StartCheck(ctx, "grpc", grpcHeaders(ctx))
+	}
 	d := s.engine.Check(ctx, r)
+	if end != nil {
+		end(r, d)
+	}
 	observe(ctx, s.obs, s.log, "grpc", r, d, start)
 	return CheckResponse(d)
+}
+
+// grpcHeaders reads the check call's gRPC metadata, where Envoy puts the
+// context of its ext_authz span.
+func grpcHeaders(ctx context.Context) func(string) string {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return func(name string) string {
+		if v := md.Get(name); len(v) > 0 {
+			return v[0]
+		}
+		return ""
+	}
 }
 
 // observe records metrics and the debug line of one decision. The line never
@@ -86,10 +129,15 @@ func observe(ctx context.Context, obs Observer, log *slog.Logger, proto string, 
 	}
 	if log.Enabled(ctx, slog.LevelDebug) {
 		path, _, _ := strings.Cut(r.Path, "?")
-		log.LogAttrs(ctx, slog.LevelDebug, "check",
+		attrs := []slog.Attr{
 			slog.String("protocol", proto), slog.String("method", r.Method), slog.String("host", r.Host),
 			slog.String("path", path), slog.Bool("allow", d.Allow), slog.Int("status", d.Status),
-			slog.String("reason", string(d.Reason)), slog.String("tenant", d.Tenant), slog.Duration("took", took))
+			slog.String("reason", string(d.Reason)), slog.String("tenant", d.Tenant), slog.Duration("took", took),
+		}
+		if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+			attrs = append(attrs, slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))
+		}
+		log.LogAttrs(ctx, slog.LevelDebug, "check", attrs...)
 	}
 }
 

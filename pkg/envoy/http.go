@@ -31,6 +31,7 @@ type HTTPHandler struct {
 	log        *slog.Logger
 	pathPrefix string
 	nginx      bool
+	tracer     Tracer // nil: off
 
 	maxHeaderBytes int
 }
@@ -47,6 +48,12 @@ func NewHTTPHandler(engine Engine, obs Observer, log *slog.Logger, pathPrefix st
 // are refused (431 too) before they are read whole.
 func (h *HTTPHandler) LimitHeaderBytes(n int) *HTTPHandler {
 	h.maxHeaderBytes = headerLimit(n)
+	return h
+}
+
+// Trace traces every check with t (nil: off).
+func (h *HTTPHandler) Trace(t Tracer) *HTTPHandler {
+	h.tracer = t
 	return h
 }
 
@@ -80,8 +87,8 @@ func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 	}
 	start := time.Now()
 	r, size := h.request(hr)
-	d := h.check(hr, r, size)
-	observe(hr.Context(), h.obs, h.log, "http", r, d, start)
+	d, ctx := h.check(hr, r, size, "http")
+	observe(ctx, h.obs, h.log, "http", r, d, start)
 	if d.Allow {
 		writeAllowed(w, d)
 		return
@@ -109,8 +116,8 @@ func (h *HTTPHandler) serveNginx(w http.ResponseWriter, hr *http.Request) {
 		}
 		r.Method = m
 	}
-	d := h.check(hr, r, size)
-	observe(hr.Context(), h.obs, h.log, "nginx", r, d, start)
+	d, ctx := h.check(hr, r, size, "nginx")
+	observe(ctx, h.obs, h.log, "nginx", r, d, start)
 	switch {
 	case sub && d.Allow:
 		// auth_request keeps the subrequest's answer from the browser; the

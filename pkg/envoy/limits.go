@@ -1,6 +1,7 @@
 package envoy
 
 import (
+	"context"
 	"net/http"
 	"strings"
 
@@ -138,10 +139,22 @@ func (j *joiner) done() {
 }
 
 // check asks the engine about a request whose headers are within the
-// limit, and answers 431 itself otherwise.
-func (h *HTTPHandler) check(hr *http.Request, r *authz.Request, headerBytes int) *authz.Decision {
-	if headerBytes > h.maxHeaderBytes {
-		return headersTooLarge()
+// limit, and answers 431 itself otherwise; traced, it returns the context
+// of the check's span (for the decision's log line).
+func (h *HTTPHandler) check(hr *http.Request, r *authz.Request, headerBytes int, proto string) (*authz.Decision, context.Context) {
+	ctx := hr.Context()
+	var end func(*authz.Request, *authz.Decision)
+	if h.tracer != nil {
+		ctx, end = h.tracer.StartCheck(ctx, proto, hr.Header.Get)
 	}
-	return h.engine.Check(hr.Context(), r)
+	var d *authz.Decision
+	if headerBytes > h.maxHeaderBytes {
+		d = headersTooLarge()
+	} else {
+		d = h.engine.Check(ctx, r)
+	}
+	if end != nil {
+		end(r, d)
+	}
+	return d, ctx
 }

@@ -39,9 +39,12 @@ func New(o Options) *Metrics {
 		registry: prometheus.NewRegistry(),
 		checks:   newCheckCounters(checks, o.MaxTenants),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "extauthz_check_duration_seconds",
-			Help:    "Time to decide one check.",
-			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+			Name: "extauthz_check_duration_seconds",
+			Help: "Time to decide one check.",
+			// Up to 10 s: histogram_quantile answers no more than the
+			// largest finite bucket, and the latency alert compares p99
+			// with Envoy's ext_authz timeout (6 s in the shipped files).
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"decision"}),
 		storeOps: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "extauthz_store_operations_total",
