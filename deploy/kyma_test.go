@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
+	networkingv1alpha3 "istio.io/api/networking/v1alpha3"
 	securityv1beta1 "istio.io/api/security/v1beta1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -53,6 +54,8 @@ func TestKyma(t *testing.T) {
 		service      *corev1.Service
 		sawPDB       bool
 		checkedKinds []string
+		exempt       []string // paths the AuthorizationPolicies do not check
+		backchannel  bool     // the back-channel logout is routed to extauthz's HTTP port
 	)
 	for _, f := range files {
 		if filepath.Base(f) == "kustomization.yaml" {
@@ -98,6 +101,11 @@ func TestKyma(t *testing.T) {
 					t.Fatalf("%s: action %v, want CUSTOM", f, ap.GetAction())
 				}
 				policyUses = append(policyUses, ap.GetProvider().GetName())
+				for _, r := range ap.GetRules() {
+					for _, to := range r.GetTo() {
+						exempt = append(exempt, to.GetOperation().GetNotPaths()...)
+					}
+				}
 				policyPods = append(policyPods, ap.GetSelector().GetMatchLabels())
 			case "networking.istio.io/v1alpha3 EnvoyFilter":
 				var obj struct {
@@ -160,10 +168,37 @@ func TestKyma(t *testing.T) {
 				if !slices.Equal(kinds, []string{"http", "grpc"}) {
 					t.Errorf("%s: extension providers %v, want an HTTP and a gRPC one", f, kinds)
 				}
+			case "networking.istio.io/v1 VirtualService":
+				var obj struct {
+					APIVersion string          `json:"apiVersion"`
+					Kind       string          `json:"kind"`
+					Metadata   objectMeta      `json:"metadata"`
+					Spec       json.RawMessage `json:"spec"`
+				}
+				strict(t, f, d, &obj)
+				var vs networkingv1alpha3.VirtualService
+				if err := protojson.Unmarshal(obj.Spec, &vs); err != nil {
+					t.Fatalf("%s: spec is not an Istio VirtualService: %v", f, err)
+				}
+				for _, h := range vs.GetHttp() {
+					for _, m := range h.GetMatch() {
+						if m.GetUri().GetExact() == "/logout/backchannel" && len(h.GetRoute()) == 1 &&
+							strings.HasPrefix(h.GetRoute()[0].GetDestination().GetHost(), "extauthz.") &&
+							h.GetRoute()[0].GetDestination().GetPort().GetNumber() == 9002 {
+							backchannel = true
+						}
+					}
+				}
 			default:
 				t.Errorf("%s: unexpected %s", f, kind)
 			}
 		}
+	}
+	// The back-channel logout reaches extauthz's HTTP listener with its
+	// body, unchecked (a 200 from the HTTP ext_authz protocol would mean
+	// "allow").
+	if !backchannel || !slices.Contains(exempt, "/logout/backchannel") {
+		t.Errorf("the back-channel logout is not routed to extauthz (VirtualService to port 9002: %v) or is checked by the AuthorizationPolicy (notPaths %v)", backchannel, exempt)
 	}
 	if deployment == nil || service == nil || !sawPDB {
 		t.Fatalf("missing Deployment, Service or PodDisruptionBudget (saw %v)", checkedKinds)

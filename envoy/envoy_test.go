@@ -109,3 +109,32 @@ func TestConfigWithoutAReadHeaderFails(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigWithoutBackchannelRouteFails: the back-channel logout needs its
+// body: a configuration that does not route it so is refused.
+func TestConfigWithoutBackchannelRouteFails(t *testing.T) {
+	for _, f := range []string{"front-proxy-grpc.yaml", "front-proxy-http.yaml"} {
+		doc, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err := envoyconfig.Validate(doc)
+		if err != nil || rep.Backchannel == "" {
+			t.Fatalf("%s as shipped: %v, %+v", f, err, rep)
+		}
+		for _, mutate := range []func(string) string{
+			func(s string) string { return strings.Replace(s, "path: /logout/backchannel", "path: /elsewhere", 1) },
+			func(s string) string {
+				return strings.Replace(s, "with_request_body: { max_request_bytes: 65536 }", "disable_request_body_buffering: true", 1)
+			},
+		} {
+			bad := mutate(string(doc))
+			if bad == string(doc) {
+				continue
+			}
+			if _, err := envoyconfig.Validate([]byte(bad)); err == nil || !strings.Contains(err.Error(), "back-channel") {
+				t.Errorf("%s without its back-channel route: err = %v", f, err)
+			}
+		}
+	}
+}

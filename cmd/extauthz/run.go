@@ -17,6 +17,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/extauthz/extauthz/pkg/admin"
 	"github.com/extauthz/extauthz/pkg/authz"
 	"github.com/extauthz/extauthz/pkg/config"
 	"github.com/extauthz/extauthz/pkg/envoy"
@@ -134,10 +135,13 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 		log.Info("hosts served", "allowed_hosts", strings.Join(cfg.AllowedHosts, ","), "source", cfg.Origin("allowed-hosts"))
 	}
 
+	// Security events, apart from operational lines by their "audit": true.
+	audit := log.With("audit", true)
 	engine := authz.New(sessions, providers, tenants, authz.Options{
 		CookieName: cfg.CookieName, SecureCookie: cfg.SecureCookie, TrustForwardedProto: cfg.TrustForwardedProto,
 		SameSite: cfg.SameSite, Partitioned: cfg.Partitioned,
 		CallbackPath: cfg.CallbackPath, LogoutPath: cfg.LogoutPath, PostLogoutRedirect: cfg.PostLogoutRedirect,
+		BackchannelLogoutPath: cfg.BackchannelLogoutPath, Audit: audit, XFFTrustedHops: cfg.XFFTrustedHops,
 		RefreshAhead: cfg.JWTRefresh, RefreshLockTTL: cfg.IDPTimeout + 5*time.Second,
 		Policy: cfg.Policy, LogoutMethod: logoutMethod(cfg.Policy),
 	}, log)
@@ -168,6 +172,11 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 		}
 	}
 	svc := envoy.NewService(engine, m, log).LimitHeaderBytes(cfg.MaxHeaderBytes)
+	var adminAPI http.Handler // off without a token
+	if cfg.AdminToken != "" {
+		adminAPI = admin.New(string(cfg.AdminToken), sessions, audit, log)
+		log.Info("admin API on the admin listener", "path", "/admin/sessions")
+	}
 	httpHandler := envoy.NewHTTPHandler(engine, m, log, cfg.HTTPPathPrefix).LimitHeaderBytes(cfg.MaxHeaderBytes)
 	nginxHandler := envoy.NewNginxHandler(engine, m, log).LimitHeaderBytes(cfg.MaxHeaderBytes)
 	if tracer != nil { // never a nil *Tracer in the interface
@@ -185,6 +194,7 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 		Timeouts:        server.Timeouts{ReadHeader: cfg.HTTPReadHeaderTimeout, Idle: cfg.HTTPIdleTimeout},
 		Ready:           store.Ping,
 		Metrics:         m.Handler(),
+		AdminAPI:        adminAPI,
 		DrainDelay:      cfg.DrainDelay,
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		Pprof:           cfg.Pprof,

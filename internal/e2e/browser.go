@@ -30,6 +30,10 @@ type Response struct {
 // Hydra's login and consent pages are played through its admin API.
 type Browser struct {
 	Subject string // who logs in at Hydra
+	// Remember: the login at Hydra is remembered (its login session
+	// cookie kept), so a second login in this browser reuses the same
+	// Hydra session (the same sid) without a login page.
+	Remember bool
 
 	mu     sync.Mutex
 	jar    *cookiejar.Jar
@@ -278,7 +282,7 @@ func (b *Browser) playLoginApp(ctx context.Context, h *Hydra, u *url.URL) (strin
 	q := u.Query()
 	switch u.Path {
 	case "/login":
-		return h.AcceptLogin(ctx, q.Get("login_challenge"), b.Subject)
+		return h.AcceptLoginRemember(ctx, q.Get("login_challenge"), b.Subject, b.Remember)
 	case "/consent":
 		return h.AcceptConsent(ctx, q.Get("consent_challenge"))
 	case "/logout":

@@ -200,6 +200,20 @@ func (h *Hydra) CreateClient(ctx context.Context, appURLs ...string) (Client, er
 // CreateNamedClient is CreateClient with a given client id (the same id at
 // several tenants' Hydras, as one app registered in each identity zone).
 func (h *Hydra) CreateNamedClient(ctx context.Context, id string, appURLs ...string) (Client, error) {
+	return h.CreateClientWith(ctx, ClientOptions{ID: id}, appURLs...)
+}
+
+// ClientOptions are what CreateClientWith registers beyond the defaults.
+type ClientOptions struct {
+	ID string // "": Hydra picks one
+	// BackchannelLogoutURI: where Hydra POSTs logout tokens (OpenID Connect
+	// Back-Channel Logout) when a login session of this client ends.
+	BackchannelLogoutURI string
+}
+
+// CreateClientWith is CreateClient with options.
+func (h *Hydra) CreateClientWith(ctx context.Context, o ClientOptions, appURLs ...string) (Client, error) {
+	id := o.ID
 	var redirects, posts []string
 	for _, u := range appURLs {
 		redirects = append(redirects, u+"/login/callback")
@@ -217,6 +231,10 @@ func (h *Hydra) CreateNamedClient(ctx context.Context, id string, appURLs ...str
 	if id != "" {
 		req["client_id"] = id
 	}
+	if o.BackchannelLogoutURI != "" {
+		req["backchannel_logout_uri"] = o.BackchannelLogoutURI
+		req["backchannel_logout_session_required"] = true
+	}
 	err := h.admin(ctx, http.MethodPost, "/admin/clients", req, &out)
 	return Client{ID: out.ClientID, Secret: secret}, err
 }
@@ -224,11 +242,17 @@ func (h *Hydra) CreateNamedClient(ctx context.Context, id string, appURLs ...str
 // AcceptLogin plays the login app: it accepts the login challenge for
 // subject and returns where Hydra sends the browser next.
 func (h *Hydra) AcceptLogin(ctx context.Context, challenge, subject string) (string, error) {
+	return h.AcceptLoginRemember(ctx, challenge, subject, false)
+}
+
+// AcceptLoginRemember is AcceptLogin, the login remembered at Hydra when
+// remember is true.
+func (h *Hydra) AcceptLoginRemember(ctx context.Context, challenge, subject string, remember bool) (string, error) {
 	var out struct {
 		RedirectTo string `json:"redirect_to"`
 	}
 	err := h.admin(ctx, http.MethodPut, "/admin/oauth2/auth/requests/login/accept?login_challenge="+url.QueryEscape(challenge),
-		map[string]any{"subject": subject, "remember": false}, &out)
+		map[string]any{"subject": subject, "remember": remember}, &out)
 	return out.RedirectTo, err
 }
 

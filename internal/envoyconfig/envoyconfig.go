@@ -37,7 +37,15 @@ type Report struct {
 	Clusters        []string
 	ExtAuthzFilters int
 	Validated       int // typed messages whose ValidateAll ran
+	// Backchannel is how the back-channel logout path reaches extauthz:
+	// "with_request_body" (checked with its body) or "direct" (routed to
+	// an extauthz cluster, unchecked); "" when there is no such route.
+	Backchannel string
 }
+
+// BackchannelPath is the default back-channel logout path, which every
+// configuration with an ext_authz filter must route (see Validate).
+const BackchannelPath = "/logout/backchannel"
 
 // Validate checks one Envoy bootstrap YAML document.
 func Validate(doc []byte) (*Report, error) {
@@ -81,6 +89,10 @@ func Validate(doc []byte) (*Report, error) {
 			}
 		case *routev3.RouteAction:
 			named = append(named, x.GetCluster())
+		case *routev3.Route:
+			if x.GetMatch().GetPath() == BackchannelPath {
+				rep.Backchannel = backchannelRoute(x)
+			}
 		case *extauthzv3.ExtAuthz:
 			rep.ExtAuthzFilters++
 			if x.GetFailureModeAllow() {
@@ -104,6 +116,9 @@ func Validate(doc []byte) (*Report, error) {
 	if err := b.ValidateAll(); err != nil {
 		return nil, fmt.Errorf("Bootstrap.ValidateAll: %w", err)
 	}
+	if rep.ExtAuthzFilters > 0 && rep.Backchannel == "" {
+		return nil, fmt.Errorf("no route for the back-channel logout (%s) that gives extauthz the request body: ext_authz check_settings.with_request_body on it (gRPC), or a route straight to the extauthz cluster with ext_authz disabled (HTTP)", BackchannelPath)
+	}
 	var errs []error
 	for _, c := range named {
 		if !slices.Contains(rep.Clusters, c) {
@@ -114,12 +129,13 @@ func Validate(doc []byte) (*Report, error) {
 }
 
 // missingHeaders are the request headers extauthz reads that an ext_authz
-// filter does not send it. Pseudo-headers always go; x-forwarded-host is
-// read only when the operator trusts a proxy that sets it.
+// filter does not send it. Pseudo-headers always go; x-forwarded-host and
+// x-forwarded-for are read only when the operator trusts a proxy that sets
+// them (EXTAUTHZ_TRUST_FORWARDED_HOST, EXTAUTHZ_XFF_TRUSTED_HOPS).
 func missingHeaders(x *extauthzv3.ExtAuthz) []string {
 	var missing []string
 	for _, h := range authz.RequestHeaders {
-		if strings.HasPrefix(h, ":") || h == "x-forwarded-host" {
+		if strings.HasPrefix(h, ":") || h == "x-forwarded-host" || h == "x-forwarded-for" {
 			continue
 		}
 		if !slices.ContainsFunc(x.GetAllowedHeaders().GetPatterns(), func(m *matcherv3.StringMatcher) bool {
@@ -129,6 +145,26 @@ func missingHeaders(x *extauthzv3.ExtAuthz) []string {
 		}
 	}
 	return missing
+}
+
+// backchannelRoute says how a route of the back-channel logout path
+// reaches extauthz with the body ("" when it does not).
+func backchannelRoute(r *routev3.Route) string {
+	a, ok := r.GetTypedPerFilterConfig()["envoy.filters.http.ext_authz"]
+	if !ok {
+		return ""
+	}
+	var pr extauthzv3.ExtAuthzPerRoute
+	if err := a.UnmarshalTo(&pr); err != nil {
+		return ""
+	}
+	switch {
+	case pr.GetCheckSettings().GetWithRequestBody() != nil && !pr.GetCheckSettings().GetDisableRequestBodyBuffering():
+		return "with_request_body"
+	case pr.GetDisabled() && strings.Contains(r.GetRoute().GetCluster(), "extauthz"):
+		return "direct"
+	}
+	return ""
 }
 
 // PathNormalization checks that an HttpConnectionManager gives ext_authz,

@@ -36,7 +36,18 @@ type Request struct {
 	// a proxy (nginx): a path that is not already canonical is refused
 	// rather than resolved, since the app may resolve it differently.
 	Verbatim bool
+	// Body is the request body when the proxy sent it (Envoy's
+	// with_request_body, at most MaxBodyBytes): only the back-channel
+	// logout endpoint reads it.
+	Body []byte
+	// ClientAddr is the address of the client as the proxy saw it (Envoy's
+	// source address), for the audit log; "" when unknown.
+	ClientAddr string
 }
+
+// MaxBodyBytes is the most of a request body the adapters hand the engine
+// (a logout token is a few KB); a longer body is not handed over.
+const MaxBodyBytes = 64 << 10
 
 // RequestHeaders are the request headers the engine reads (lower-case).
 // Adapters may drop every other header; Envoy's allowed_headers must let
@@ -44,6 +55,7 @@ type Request struct {
 var RequestHeaders = []string{
 	":authority", ":method", ":path", ":scheme",
 	"cookie", "x-forwarded-proto", "x-forwarded-host", "x-requested-with", "sec-fetch-mode", "sec-fetch-site", "x-csrf-token",
+	"x-request-id", "x-forwarded-for",
 }
 
 // Header is one HTTP header.
@@ -102,9 +114,12 @@ type Options struct {
 	SameSite            http.SameSite // default Lax
 	Partitioned         bool
 
-	CallbackPath       string
-	LogoutPath         string
-	PostLogoutRedirect string // a path on the request's host, or an absolute URL
+	CallbackPath string
+	LogoutPath   string
+	// BackchannelLogoutPath receives the identity provider's logout tokens
+	// (OpenID Connect Back-Channel Logout; default /logout/backchannel).
+	BackchannelLogoutPath string
+	PostLogoutRedirect    string // a path on the request's host, or an absolute URL
 
 	// RefreshAhead: refresh the access token this long before it expires
 	// (approuter's JWT_REFRESH); 0 turns refresh ahead off (an expired token
@@ -119,6 +134,14 @@ type Options struct {
 	// LogoutMethod is the method the logout endpoint takes: GET (default,
 	// also POST) or POST only (xs-app.json logout.logoutMethod).
 	LogoutMethod string
+
+	// Audit receives the security events (see audit.go); nil: the engine's
+	// logger with "audit": true.
+	Audit *slog.Logger
+	// XFFTrustedHops: the client address in audit lines is the n-th address
+	// from the right of x-forwarded-for (1: the one the proxy in front of
+	// extauthz appended); 0: Envoy's source address, x-forwarded-for unread.
+	XFFTrustedHops int
 
 	Now func() time.Time
 }
@@ -156,6 +179,12 @@ func New(sessions *session.Manager, providers Providers, tenants Tenants, opt Op
 	if opt.LogoutPath == "" {
 		opt.LogoutPath = "/logout"
 	}
+	if opt.BackchannelLogoutPath == "" {
+		opt.BackchannelLogoutPath = "/logout/backchannel"
+	}
+	if opt.Audit == nil {
+		opt.Audit = log.With("audit", true)
+	}
 	if opt.PostLogoutRedirect == "" {
 		opt.PostLogoutRedirect = "/"
 	}
@@ -182,6 +211,8 @@ type in struct {
 	headers        map[string]string
 	host, tenant   string
 	path, query    string
+	body           []byte
+	clientAddr     string
 }
 
 // Check decides about one request.
@@ -199,7 +230,8 @@ func (e *Engine) Check(ctx context.Context, r *Request) *Decision {
 		d.Tenant = tenant
 		return d
 	}
-	d := e.check(ctx, &in{method: r.Method, scheme: r.Scheme, headers: r.Headers, host: host, tenant: tenant, path: path, query: query})
+	d := e.check(ctx, &in{method: r.Method, scheme: r.Scheme, headers: r.Headers, host: host, tenant: tenant, path: path, query: query,
+		body: r.Body, clientAddr: r.ClientAddr})
 	d.Tenant = tenant
 	return d
 }
@@ -210,6 +242,8 @@ func (e *Engine) check(ctx context.Context, r *in) *Decision {
 		return e.callback(ctx, r)
 	case e.opt.LogoutPath:
 		return e.logout(ctx, r)
+	case e.opt.BackchannelLogoutPath:
+		return e.backchannelLogout(ctx, r)
 	}
 	var route *policy.Route
 	if e.opt.Policy != nil {
@@ -229,14 +263,27 @@ func (e *Engine) check(ctx context.Context, r *in) *Decision {
 	switch {
 	case errors.Is(err, session.ErrNoSession):
 		e.log.DebugContext(ctx, "session cookie does not open a session", "reason", err)
+		switch {
+		case errors.Is(err, session.ErrInvalidCookie):
+			e.audit(ctx, r, EventForgedCookie, nil)
+		case errors.Is(err, session.ErrExpired):
+			e.audit(ctx, r, EventSessionExpired, nil, slog.String("expiry", "absolute"))
+		}
 		return e.unauthenticated(ctx, r, ReasonInvalidSession)
 	case errors.Is(err, session.ErrOtherTenant):
 		e.log.InfoContext(ctx, "session of another tenant refused", "tenant", r.tenant)
+		e.audit(ctx, r, EventOtherTenant, nil)
 		return deny(http.StatusForbidden, ReasonOtherTenant, "Forbidden: you cannot use a session from another tenant.\n")
 	case err != nil:
 		return e.storeError(ctx, err)
 	}
 	d := e.decide(ctx, r, route, s)
+	switch d.Reason {
+	case ReasonMissingScope:
+		e.audit(ctx, r, EventScopeRefused, s)
+	case ReasonCSRF:
+		e.audit(ctx, r, EventCSRFRefused, s)
+	}
 	d.TenantVerified = true // a session of this tenant opened
 	return d
 }

@@ -4,6 +4,7 @@ package authz_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -74,6 +75,17 @@ func (f *fakeIDP) Refresh(_ context.Context, refreshToken, subject string) (*idp
 
 func (f *fakeIDP) LogoutURL(_ context.Context, idTokenHint, post string) (string, error) {
 	return "https://idp.test/logout?" + url.Values{"id_token_hint": {idTokenHint}, "post_logout_redirect_uri": {post}}.Encode(), nil
+}
+
+// VerifyLogoutToken accepts "ok:" followed by the token's claims as JSON
+// ({"sid":…,"sub":…,"jti":…}); anything else is a token that does not verify.
+func (f *fakeIDP) VerifyLogoutToken(_ context.Context, raw string) (*idp.Logout, error) {
+	js, ok := strings.CutPrefix(raw, "ok:")
+	var c struct{ SID, Sub, JTI string }
+	if !ok || json.Unmarshal([]byte(js), &c) != nil {
+		return nil, fmt.Errorf("%w: logout token: signature", idp.ErrRejected)
+	}
+	return &idp.Logout{Issuer: "https://idp.test", Subject: c.Sub, SID: c.SID, JTI: c.JTI, Until: time.Now().Add(time.Minute)}, nil
 }
 
 // countingStore counts store calls and can fail them.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"html"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -99,9 +100,11 @@ func (e *Engine) callback(ctx context.Context, r *in) *Decision {
 			status = http.StatusForbidden
 		}
 		msg := "The identity provider answered: " + idpErr
-		if desc := q.Get("error_description"); desc != "" {
+		desc := q.Get("error_description")
+		if desc != "" {
 			msg += " (" + desc + ")"
 		}
+		e.audit(ctx, r, EventLoginFailed, nil, slog.String("idp_error", clip(idpErr)), slog.String("idp_error_description", clip(desc)))
 		return withCookies(pageWith(status, ReasonCallbackIDPError, "Login failed", msg, again), clear)
 	}
 	code := q.Get("code")
@@ -115,6 +118,7 @@ func (e *Engine) callback(ctx context.Context, r *in) *Decision {
 	tok, err := p.Exchange(ctx, code, ls.GetPkceVerifier(), ls.GetRedirectUri(), ls.GetNonce())
 	if errors.Is(err, idp.ErrRejected) {
 		e.log.InfoContext(ctx, "login rejected", "error", err)
+		e.audit(ctx, r, EventLoginFailed, nil, slog.String("error", err.Error()))
 		return withCookies(pageWith(http.StatusBadRequest, ReasonCallbackRejected, "Login failed", "The identity provider did not accept this login.", again), clear)
 	}
 	if err != nil {
@@ -136,11 +140,12 @@ func (e *Engine) callback(ctx context.Context, r *in) *Decision {
 		Scopes: tok.Scopes, CsrfToken: session.RandomString(32),
 	}
 	setTokenTimes(rec, tok, e.opt.Now().Unix())
-	_, cookie, err := e.sessions.Create(ctx, rec)
+	s, cookie, err := e.sessions.Create(ctx, rec)
 	if err != nil {
 		return e.storeError(ctx, err)
 	}
 	e.log.InfoContext(ctx, "login", "subject", rec.GetSubject(), "tenant", rec.GetTenant())
+	e.audit(ctx, r, EventLogin, s)
 	d := redirect(ReasonLoginComplete, ls.GetReturnPath(),
 		append([]string{e.setCookie(r, e.opt.CookieName, cookie, "/", 0)}, clear...)...)
 	d.TenantVerified = true
@@ -182,6 +187,7 @@ func (e *Engine) logout(ctx context.Context, r *in) *Decision {
 			if err := e.sessions.Delete(ctx, s); err != nil {
 				return e.storeError(ctx, err) // never claim a logout that did not happen
 			}
+			e.audit(ctx, r, EventLogout, s, slog.String("via", "user"))
 		case errors.Is(err, session.ErrNoSession):
 			// Nothing to delete: perhaps an earlier logout's delete landed
 			// unanswered. Every replica's cache is told again.
@@ -249,4 +255,12 @@ func withCookies(d *Decision, cookies []string) *Decision {
 		d.Response = append(d.Response, Header{"set-cookie", c})
 	}
 	return d
+}
+
+// clip bounds what a client can make an audit line carry.
+func clip(s string) string {
+	if len(s) > 200 {
+		return s[:200]
+	}
+	return s
 }

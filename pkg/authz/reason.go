@@ -52,6 +52,10 @@ const (
 	ReasonLogout          Reason = "logout"            // 302 to the identity provider's logout, session deleted
 	ReasonLogoutCrossSite Reason = "logout_cross_site" // another site asked: a page to confirm, nothing changed
 	ReasonLogoutMethod    Reason = "logout_method"     // GET when logoutMethod is POST: 405
+
+	// Back-channel logout (the identity provider's logout token).
+	ReasonBackchannelLogout  Reason = "backchannel_logout"  // verified; its sessions ended: 200
+	ReasonBackchannelInvalid Reason = "backchannel_invalid" // no, a bad or a replayed logout token, or not POST: 400/405
 )
 
 // Reasons are all the reasons a decision can have: the only values of the
@@ -66,5 +70,6 @@ func Reasons() []Reason {
 		ReasonLoginComplete, ReasonCallbackUnconfigured, ReasonCallbackInvalid, ReasonCallbackUnknownState,
 		ReasonCallbackIDPError, ReasonCallbackRejected,
 		ReasonLogout, ReasonLogoutCrossSite, ReasonLogoutMethod,
+		ReasonBackchannelLogout, ReasonBackchannelInvalid,
 	}
 }

@@ -26,6 +26,7 @@ func TestReasons(t *testing.T) {
 		"store_unavailable", "idp_unavailable", "refresh_wait",
 		"login_complete", "callback_unconfigured", "callback_invalid", "callback_unknown_state", "callback_idp_error", "callback_rejected",
 		"logout", "logout_cross_site", "logout_method",
+		"backchannel_logout", "backchannel_invalid",
 	}
 	var got []string
 	for _, r := range authz.Reasons() {

@@ -3,6 +3,7 @@ package authz
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -81,6 +82,7 @@ func (e *Engine) refreshIfDue(ctx context.Context, r *in, s *session.Session) (*
 			if err := e.sessions.Delete(ctx, s); err != nil {
 				return nil, e.storeError(ctx, err)
 			}
+			e.audit(ctx, r, EventRefreshFailed, s, slog.String("error", err.Error()))
 			return nil, e.unauthenticated(ctx, r, ReasonRefreshRejected)
 		}
 		return nil, e.idpUnavailable(ctx, err)

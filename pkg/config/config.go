@@ -41,6 +41,10 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	DrainDelay      time.Duration // on SIGTERM, not ready but still answering, before the drain
 	Pprof           bool
+	// AdminToken protects the admin API ("": off); XFFTrustedHops says
+	// which x-forwarded-for address audit lines name (0: Envoy's source).
+	AdminToken     Secret
+	XFFTrustedHops int
 
 	// MaxHeaderBytes bounds the header names and values of one check;
 	// MetricsMaxTenants the tenants named in metric labels.
@@ -89,6 +93,7 @@ type Config struct {
 	IDPTimeout                  time.Duration
 	CallbackPath                string
 	LogoutPath                  string
+	BackchannelLogoutPath       string
 	PostLogoutRedirect          string
 
 	// origin records where each setting's value came from, for messages.

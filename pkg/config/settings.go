@@ -53,6 +53,10 @@ var settings = []setting{
 	{"drain-delay", "EXTAUTHZ_DRAIN_DELAY", "5s", "on SIGTERM, how long readiness fails (/readyz 503, gRPC health NOT_SERVING) while checks are still answered, before the listeners close: the time Kubernetes and Envoy take to stop sending; 0 = none", false,
 		func(c *Config, v string) error { return duration(&c.DrainDelay, v, false) }},
 
+	{"admin-token", "EXTAUTHZ_ADMIN_TOKEN", "", "bearer token of the admin API on the admin listener (/admin/sessions: list and end a user's sessions); at least 32 characters. Unset: the admin API is off", true,
+		func(c *Config, v string) error { c.AdminToken = Secret(v); return nil }},
+	{"xff-trusted-hops", "EXTAUTHZ_XFF_TRUSTED_HOPS", "0", "audit log: the client address is the n-th address from the right of x-forwarded-for (1: the one the proxy in front of extauthz appended); 0: Envoy's source address, x-forwarded-for unread", false,
+		func(c *Config, v string) error { return integer(&c.XFFTrustedHops, v, 0, 10) }},
 	{"pprof", "EXTAUTHZ_PPROF", "false", "serve Go's /debug/pprof on the admin listener", false,
 		func(c *Config, v string) error { return boolean(&c.Pprof, v) }},
 	{"max-header-bytes", "EXTAUTHZ_MAX_HEADER_BYTES", "61440", "most bytes of header names and values one check may carry, on both protocols; more: 431 (Envoy's max_request_headers_kb is 60 KiB by default)", false,
@@ -168,6 +172,8 @@ var settings = []setting{
 		func(c *Config, v string) error { return path(&c.CallbackPath, v) }},
 	{"logout-path", "EXTAUTHZ_LOGOUT_PATH", "/logout", "path that logs the user out (approuter logout.logoutEndpoint)", false,
 		func(c *Config, v string) error { return path(&c.LogoutPath, v) }},
+	{"backchannel-logout-path", "EXTAUTHZ_BACKCHANNEL_LOGOUT_PATH", "/logout/backchannel", "path that receives the identity provider's logout tokens (OpenID Connect Back-Channel Logout, POST); the proxy must pass the body there (see README)", false,
+		func(c *Config, v string) error { return path(&c.BackchannelLogoutPath, v) }},
 	{"post-logout-redirect", "EXTAUTHZ_POST_LOGOUT_REDIRECT", "/", "where the IdP sends the browser after logout: a path on the request's host, or an absolute URL", false,
 		func(c *Config, v string) error { return nonEmpty(&c.PostLogoutRedirect, v) }},
 }

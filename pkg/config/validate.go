@@ -64,6 +64,12 @@ func (c *Config) Validate() Problems {
 	if c.CallbackPath == c.LogoutPath {
 		bad("logout-path", "%q is also the login callback path", c.LogoutPath)
 	}
+	if c.BackchannelLogoutPath == c.LogoutPath || c.BackchannelLogoutPath == c.CallbackPath {
+		bad("backchannel-logout-path", "%q is also the login callback or the logout path", c.BackchannelLogoutPath)
+	}
+	if n := len(c.AdminToken); n > 0 && n < 32 {
+		bad("admin-token", "must be at least 32 characters")
+	}
 	if c.OIDC.Issuer != "" {
 		if err := checkIssuer(strings.ReplaceAll(c.OIDC.Issuer, "{tenant}", "tenant")); err != nil {
 			bad("oidc-issuer", "%v", err)

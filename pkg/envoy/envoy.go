@@ -147,7 +147,9 @@ func requestFromCheck(req *authv3.CheckRequest) (*authz.Request, int) {
 	h := req.GetAttributes().GetRequest().GetHttp()
 	r := &authz.Request{
 		Method: h.GetMethod(), Scheme: h.GetScheme(), Host: h.GetHost(), Path: h.GetPath(),
-		Headers: make(map[string]string, 8),
+		Headers:    make(map[string]string, 8),
+		Body:       requestBody(h.GetBody(), h.GetRawBody()),
+		ClientAddr: req.GetAttributes().GetSource().GetAddress().GetSocketAddress().GetAddress(),
 	}
 	size := 0
 	for k, v := range h.GetHeaders() {

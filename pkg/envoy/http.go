@@ -2,6 +2,7 @@ package envoy
 
 import (
 	"cmp"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -216,5 +217,20 @@ func (h *HTTPHandler) request(hr *http.Request) (*authz.Request, int) {
 		}
 	}
 	j.done()
+	r.Body = readBody(hr)
 	return r, size
+}
+
+// readBody reads a request's body, when it has one of at most
+// authz.MaxBodyBytes (Envoy's with_request_body on the HTTP protocol, or the
+// back-channel logout routed straight here); nil otherwise.
+func readBody(hr *http.Request) []byte {
+	if hr.Body == nil || hr.ContentLength == 0 || hr.ContentLength > authz.MaxBodyBytes {
+		return nil
+	}
+	b, err := io.ReadAll(io.LimitReader(hr.Body, authz.MaxBodyBytes+1))
+	if err != nil || len(b) == 0 || len(b) > authz.MaxBodyBytes {
+		return nil
+	}
+	return b
 }

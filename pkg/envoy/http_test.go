@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -364,5 +365,27 @@ func TestHTTPDecidesOnTheRawTarget(t *testing.T) {
 			}
 		}
 		srv.Close()
+	}
+}
+
+func TestHTTPHandsTheBodyToTheEngine(t *testing.T) {
+	for _, nginx := range []bool{false, true} {
+		rec := &recorder{d: authz.Decision{Status: 200, Response: []authz.Header{{Name: "cache-control", Value: "no-store"}}}}
+		h := envoy.NewHTTPHandler(rec, nil, slog.New(slog.DiscardHandler), "")
+		if nginx {
+			h = envoy.NewNginxHandler(rec, nil, slog.New(slog.DiscardHandler))
+		}
+		body := "logout_token=a.b.c"
+		req := httptest.NewRequest("POST", "http://app.example.com/logout/backchannel", strings.NewReader(body))
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if string(rec.got.Body) != body || w.Code != 200 || w.Header().Get("cache-control") != "no-store" {
+			t.Fatalf("nginx %v: body %q, answer %d %v", nginx, rec.got.Body, w.Code, w.Header())
+		}
+		big := httptest.NewRequest("POST", "http://app.example.com/logout/backchannel", strings.NewReader(strings.Repeat("x", authz.MaxBodyBytes+1)))
+		h.ServeHTTP(httptest.NewRecorder(), big)
+		if rec.got.Body != nil {
+			t.Fatalf("a body over the limit was handed over (%d bytes)", len(rec.got.Body))
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package envoy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"unicode/utf8"
@@ -38,6 +39,12 @@ const (
 	fHeaderValueKey    = 1  // HeaderValue.key, and a map entry's key
 	fHeaderValueValue  = 2  // HeaderValue.value, and a map entry's value
 	fHeaderValueRawVal = 3  // HeaderValue.raw_value
+	fHTTPBody          = 11 // HttpRequest.body
+	fHTTPRawBody       = 12 // HttpRequest.raw_body
+	fAttrSource        = 1  // AttributeContext.source
+	fPeerAddress       = 1  // AttributeContext.Peer.address
+	fAddressSocket     = 1  // Address.socket_address (oneof with 2, 3)
+	fSocketAddress     = 2  // SocketAddress.address
 )
 
 var (
@@ -62,6 +69,9 @@ func decodeCheck(b []byte, r *authz.Request, maxHeaderBytes int) (over bool, err
 			return nil
 		}
 		return fields(v, func(num protowire.Number, v []byte) error {
+			if num == fAttrSource {
+				return decodeSource(v, r)
+			}
 			if num != fAttrRequest {
 				return nil
 			}
@@ -87,16 +97,59 @@ func decodeCheck(b []byte, r *authz.Request, maxHeaderBytes int) (over bool, err
 	return false, nil
 }
 
+// decodeSource reads the client's address from a Peer: its
+// socket_address's address (the last one set wins; another member of the
+// Address oneof clears it, as protobuf's merge does).
+func decodeSource(b []byte, r *authz.Request) error {
+	return fields(b, func(num protowire.Number, v []byte) error {
+		if num != fPeerAddress {
+			return nil
+		}
+		return fields(v, func(num protowire.Number, v []byte) error {
+			switch num {
+			case fAddressSocket:
+				return fields(v, func(num protowire.Number, v []byte) error {
+					if num != fSocketAddress {
+						return nil
+					}
+					if !utf8.Valid(v) {
+						return errMalformed
+					}
+					r.ClientAddr = string(v)
+					return nil
+				})
+			case 2, 3: // pipe, envoy_internal_address
+				r.ClientAddr = ""
+			}
+			return nil
+		})
+	})
+}
+
+// requestBody is the body the engine gets: raw_body when set, else body;
+// nil when over authz.MaxBodyBytes.
+func requestBody(body string, raw []byte) []byte {
+	b := raw
+	if len(b) == 0 {
+		b = []byte(body)
+	}
+	if len(b) == 0 || len(b) > authz.MaxBodyBytes {
+		return nil
+	}
+	return b
+}
+
 // decodeHTTP reads the parts of one HttpRequest. Every header is counted
 // against the limit, those the engine does not read too.
 func decodeHTTP(parts [][]byte, r *authz.Request, maxHeaderBytes int) error {
 	var headerMap [][]byte
+	var body, rawBody []byte
 	sawHeaders := false
 	left := maxHeaderBytes
 	for _, b := range parts {
 		err := fields(b, func(num protowire.Number, v []byte) error {
 			switch num {
-			case fHTTPMethod, fHTTPPath, fHTTPHost, fHTTPScheme:
+			case fHTTPMethod, fHTTPPath, fHTTPHost, fHTTPScheme, fHTTPBody:
 				if !utf8.Valid(v) {
 					return errMalformed // a proto3 string: the generated decoder refuses the message
 				}
@@ -124,6 +177,10 @@ func decodeHTTP(parts [][]byte, r *authz.Request, maxHeaderBytes int) error {
 				}
 			case fHTTPHeaderMap:
 				headerMap = append(headerMap, v)
+			case fHTTPBody:
+				body = v
+			case fHTTPRawBody:
+				rawBody = v
 			}
 			return nil
 		})
@@ -155,6 +212,9 @@ func decodeHTTP(parts [][]byte, r *authz.Request, maxHeaderBytes int) error {
 		}
 	}
 	j.done()
+	if b := requestBody(string(body), rawBody); b != nil {
+		r.Body = bytes.Clone(b) // the message's buffer is reused once decoded
+	}
 	return nil
 }
 

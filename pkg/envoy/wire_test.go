@@ -70,11 +70,21 @@ func wireSamples() map[string][]byte {
 	withMap := httpRequest(&authv3.AttributeContext_HttpRequest{Method: "POST", Path: "/admin", Headers: map[string]string{"x-requested-with": "XMLHttpRequest", "cookie": "JSESSIONID=second"}})
 	mapNoCookie := httpRequest(&authv3.AttributeContext_HttpRequest{Headers: map[string]string{"accept": "*/*"}})
 	httpOnly := func(h *authv3.AttributeContext_HttpRequest) []byte { b, _ := proto.Marshal(h); return b }
+	withBody := httpRequest(&authv3.AttributeContext_HttpRequest{Method: "POST", Path: "/logout/backchannel", Body: "logout_token=a.b.c"})
+	withRawBody := httpRequest(&authv3.AttributeContext_HttpRequest{Method: "POST", Path: "/logout/backchannel", Body: "ignored", RawBody: []byte("logout_token=raw")})
+	bigBody := httpRequest(&authv3.AttributeContext_HttpRequest{Method: "POST", Path: "/logout/backchannel", RawBody: bytes.Repeat([]byte("x"), authz.MaxBodyBytes+1)})
+	pipe := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Source: &authv3.AttributeContext_Peer{Address: &corev3.Address{
+		Address: &corev3.Address_Pipe{Pipe: &corev3.Pipe{Path: "/tmp/s"}}}}}}
 	return map[string][]byte{
-		"full":        marshal(full),
-		"pseudo only": marshal(pseudoOnly),
-		"raw":         marshal(raw),
-		"empty":       nil,
+		"body":                marshal(withBody),
+		"raw body":            marshal(withRawBody),
+		"body over the limit": marshal(bigBody),
+		"body then no body":   marshal(withBody, withMap),
+		"source then pipe":    marshal(full, pipe),
+		"full":                marshal(full),
+		"pseudo only":         marshal(pseudoOnly),
+		"raw":                 marshal(raw),
+		"empty":               nil,
 		// A repeated CheckRequest.attributes: its request and http merge.
 		"attributes twice, header_map then map": marshal(withRawCookie, mapNoCookie),
 		"attributes twice, map then header_map": marshal(mapNoCookie, withRawCookie),

@@ -75,10 +75,12 @@ type Provider struct {
 }
 
 type discovered struct {
-	provider   *oidc.Provider
-	verifier   *oidc.IDTokenVerifier
-	oauth      oauth2.Config
-	endSession string
+	provider *oidc.Provider
+	verifier *oidc.IDTokenVerifier
+	// logoutVerifier checks logout tokens (no expiry check of its own).
+	logoutVerifier *oidc.IDTokenVerifier
+	oauth          oauth2.Config
+	endSession     string
 }
 
 // New returns a Provider; it does not contact the issuer yet.
@@ -150,8 +152,9 @@ func (p *Provider) discover(ctx context.Context) (*discovered, error) {
 		endpoint := op.Endpoint()
 		endpoint.AuthStyle = authStyle(p.cfg.ClientAuth, extra.AuthMethods, p.cfg.ClientSecret)
 		d := &discovered{
-			provider: op,
-			verifier: op.Verifier(&oidc.Config{ClientID: p.cfg.ClientID, Now: p.cfg.Now}),
+			provider:       op,
+			verifier:       op.Verifier(&oidc.Config{ClientID: p.cfg.ClientID, Now: p.cfg.Now}),
+			logoutVerifier: logoutVerifier(op, p.cfg.ClientID, p.cfg.Now),
 			oauth: oauth2.Config{
 				ClientID: p.cfg.ClientID, ClientSecret: p.cfg.ClientSecret,
 				Endpoint: endpoint, Scopes: p.cfg.Scopes,

@@ -17,6 +17,9 @@ type Client interface {
 	Exchange(ctx context.Context, code, verifier, redirectURI, nonce string) (*Tokens, error)
 	Refresh(ctx context.Context, refreshToken, subject string) (*Tokens, error)
 	LogoutURL(ctx context.Context, idTokenHint, postLogoutRedirect string) (string, error)
+	// VerifyLogoutToken verifies a back-channel logout token (ErrRejected
+	// when it does not verify, ErrUnsupported when the provider sends none).
+	VerifyLogoutToken(ctx context.Context, raw string) (*Logout, error)
 }
 
 // discoverer is a Client that fetches something before it can serve (OIDC

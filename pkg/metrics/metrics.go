@@ -86,7 +86,7 @@ func decision(allow bool) string {
 // InstrumentStore counts the operations and errors of a store.
 func (m *Metrics) InstrumentStore(s session.Store) session.Store {
 	is := &instrumentedStore{s: s}
-	for i, op := range []string{"get", "set", "setnx", "replace", "delete", "deleteif", "ping"} {
+	for i, op := range []string{"get", "set", "setnx", "replace", "delete", "deleteif", "ping", "index_add", "index_range", "ttls"} {
 		is.ops[i] = m.storeOps.WithLabelValues(op)
 		is.errs[i] = m.storeErrs.WithLabelValues(op)
 	}
@@ -101,6 +101,9 @@ const (
 	opDelete
 	opDeleteIf
 	opPing
+	opIndexAdd
+	opIndexRange
+	opTTLs
 	nOps
 )
 
@@ -157,4 +160,22 @@ func (is *instrumentedStore) Ping(ctx context.Context) error {
 	err := is.s.Ping(ctx)
 	is.count(opPing, err)
 	return err
+}
+
+func (is *instrumentedStore) IndexAdd(ctx context.Context, indexes []string, e session.IndexEntry, now time.Time, max int) error {
+	err := is.s.IndexAdd(ctx, indexes, e, now, max)
+	is.count(opIndexAdd, err)
+	return err
+}
+
+func (is *instrumentedStore) IndexRange(ctx context.Context, index string, now time.Time) ([]session.IndexEntry, error) {
+	es, err := is.s.IndexRange(ctx, index, now)
+	is.count(opIndexRange, err)
+	return es, err
+}
+
+func (is *instrumentedStore) TTLs(ctx context.Context, keys []string) ([]time.Duration, error) {
+	ds, err := is.s.TTLs(ctx, keys)
+	is.count(opTTLs, err)
+	return ds, err
 }

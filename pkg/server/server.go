@@ -44,6 +44,9 @@ type Options struct {
 	Ready func(ctx context.Context) error
 	// Metrics serves /metrics on the admin listener.
 	Metrics http.Handler
+	// AdminAPI, when not nil, serves /admin/ on the admin listener (it
+	// checks its own bearer token).
+	AdminAPI http.Handler
 	// DrainDelay is how long, once ctx is canceled, readiness fails
 	// (/readyz 503, gRPC health NOT_SERVING) while checks are still
 	// answered, before the listeners close: the time Kubernetes and Envoy
@@ -111,6 +114,9 @@ func Run(ctx context.Context, o Options) error {
 		fmt.Fprintln(w, "ready")
 	})
 	mux.Handle("GET /metrics", o.Metrics)
+	if o.AdminAPI != nil {
+		mux.Handle("/admin/", o.AdminAPI)
+	}
 	if o.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

@@ -286,6 +286,11 @@ func (m *Manager) Create(ctx context.Context, rec *sessionpb.Session) (*Session,
 	if err != nil {
 		return nil, "", err
 	}
+	// Indexed first: a session that exists can always be found to be ended
+	// (back-channel logout, the admin API).
+	if err := m.index(ctx, s); err != nil {
+		return nil, "", fmt.Errorf("session store: %w", err)
+	}
 	var sent int64
 	var gen uint64
 	if c := m.cache; c != nil {
@@ -371,15 +376,7 @@ func (m *Manager) seal(s *Session) (stored []byte, ttl time.Duration, err error)
 // may have landed without its answer, and a retried logout then finds
 // nothing to delete (a failed publish is retried).
 func (m *Manager) Delete(ctx context.Context, s *Session) error {
-	err := m.store.Delete(ctx, s.key)
-	if m.cache != nil {
-		m.cache.invalidate(&s.id)
-	}
-	m.publish(ctx, s.key)
-	if err != nil {
-		return fmt.Errorf("session store: %w", err)
-	}
-	return nil
+	return m.deleteID(ctx, &s.id)
 }
 
 // Forget tells every replica's cache to drop the session of a cookie whose

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -32,6 +34,30 @@ type Store interface {
 	DeleteIf(ctx context.Context, key string, value []byte) (bool, error)
 	// Ping reports whether the store is reachable.
 	Ping(ctx context.Context) error
+
+	// The session index: which sessions a user or an identity-provider
+	// session has (see Manager.Sessions). An index is a set of members
+	// (session ids, never tokens), each with a deadline after which it is
+	// dropped. Every call touches one key, or several keys independently
+	// (no transaction spans keys: on a Redis Cluster they are on different
+	// slots).
+
+	// IndexAdd adds e to each index (or moves its deadline), drops the
+	// members whose deadline is before now and all but the max latest ones,
+	// and keeps each index at least until e's deadline.
+	IndexAdd(ctx context.Context, indexes []string, e IndexEntry, now time.Time, max int) error
+	// IndexRange returns the members of index whose deadline is not before
+	// now, earliest deadline first.
+	IndexRange(ctx context.Context, index string, now time.Time) ([]IndexEntry, error)
+	// TTLs returns each key's remaining time to live: 0 for a missing key.
+	TTLs(ctx context.Context, keys []string) ([]time.Duration, error)
+}
+
+// IndexEntry is one member of an index with its deadline (kept to the
+// second).
+type IndexEntry struct {
+	Member   string
+	Deadline time.Time
 }
 
 // MemoryStore is a Store in process memory. Its sessions die with the
@@ -39,6 +65,7 @@ type Store interface {
 type MemoryStore struct {
 	mu        sync.Mutex
 	items     map[string]memItem
+	indexes   map[string]*memIndex
 	now       func() time.Time
 	lastSweep int
 }
@@ -48,12 +75,17 @@ type memItem struct {
 	expires time.Time
 }
 
+type memIndex struct {
+	members map[string]int64 // member -> deadline, unix seconds
+	expires time.Time
+}
+
 // NewMemoryStore returns an empty in-memory store. now may be nil (time.Now).
 func NewMemoryStore(now func() time.Time) *MemoryStore {
 	if now == nil {
 		now = time.Now
 	}
-	return &MemoryStore{items: make(map[string]memItem), now: now}
+	return &MemoryStore{items: make(map[string]memItem), indexes: make(map[string]*memIndex), now: now}
 }
 
 // live returns the item under key if it has not expired; the caller holds mu.
@@ -79,6 +111,11 @@ func (m *MemoryStore) sweep() {
 		}
 	}
 	m.lastSweep = len(m.items)
+	for k, ix := range m.indexes {
+		if !now.Before(ix.expires) {
+			delete(m.indexes, k)
+		}
+	}
 }
 
 func (m *MemoryStore) Get(ctx context.Context, key string, idle time.Duration) ([]byte, error) {
@@ -161,3 +198,97 @@ func (m *MemoryStore) DeleteIf(ctx context.Context, key string, value []byte) (b
 }
 
 func (m *MemoryStore) Ping(ctx context.Context) error { return ctx.Err() }
+
+func (m *MemoryStore) IndexAdd(ctx context.Context, indexes []string, e IndexEntry, now time.Time, limit int) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.sweep()
+	for _, k := range indexes {
+		ix := m.index(k)
+		if ix == nil {
+			ix = &memIndex{members: map[string]int64{}}
+			m.indexes[k] = ix
+		}
+		ix.members[e.Member] = e.Deadline.Unix()
+		for mb, d := range ix.members {
+			if d < now.Unix() {
+				delete(ix.members, mb)
+			}
+		}
+		if over := len(ix.members) - limit; limit > 0 && over > 0 {
+			es := ix.sorted()
+			for _, x := range es[:over] {
+				delete(ix.members, x.Member)
+			}
+		}
+		if exp := m.now().Add(max(e.Deadline.Sub(now), 0) + time.Second); exp.After(ix.expires) {
+			ix.expires = exp
+		}
+	}
+	return nil
+}
+
+func (m *MemoryStore) IndexRange(ctx context.Context, index string, now time.Time) ([]IndexEntry, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ix := m.index(index)
+	if ix == nil {
+		return nil, nil
+	}
+	var out []IndexEntry
+	for _, e := range ix.sorted() {
+		if e.Deadline.Unix() >= now.Unix() {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+func (m *MemoryStore) TTLs(ctx context.Context, keys []string) ([]time.Duration, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]time.Duration, len(keys))
+	for i, k := range keys {
+		if it, ok := m.live(k); ok {
+			out[i] = it.expires.Sub(m.now())
+		} else if ix := m.index(k); ix != nil {
+			out[i] = ix.expires.Sub(m.now())
+		}
+	}
+	return out, nil
+}
+
+// index is the live index under key, or nil; the caller holds mu.
+func (m *MemoryStore) index(key string) *memIndex {
+	ix := m.indexes[key]
+	if ix != nil && !m.now().Before(ix.expires) {
+		delete(m.indexes, key)
+		return nil
+	}
+	return ix
+}
+
+// sorted is the index's entries, earliest deadline first (then by member,
+// as Redis orders a sorted set).
+func (ix *memIndex) sorted() []IndexEntry {
+	out := make([]IndexEntry, 0, len(ix.members))
+	for mb, d := range ix.members {
+		out = append(out, IndexEntry{Member: mb, Deadline: time.Unix(d, 0)})
+	}
+	slices.SortFunc(out, func(a, b IndexEntry) int {
+		if c := a.Deadline.Compare(b.Deadline); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Member, b.Member)
+	})
+	return out
+}

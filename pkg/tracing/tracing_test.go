@@ -279,6 +279,9 @@ func (fakeIDP) LogoutURL(context.Context, string, string) (string, error) {
 	return "https://idp.example/logout", nil
 }
 func (fakeIDP) Discover(context.Context) error { return errors.New("discovery: connection refused") }
+func (fakeIDP) VerifyLogoutToken(context.Context, string) (*idp.Logout, error) {
+	return nil, idp.ErrUnsupported
+}
 
 // TestIDPSpans: the identity provider's calls are spans under the check's,
 // named by what they do, with their errors; the registry still finds

@@ -87,6 +87,27 @@ func (ts *tracedStore) DeleteIf(ctx context.Context, key string, value []byte) (
 
 func (ts *tracedStore) Ping(ctx context.Context) error { return ts.s.Ping(ctx) } // readiness: never traced
 
+func (ts *tracedStore) IndexAdd(ctx context.Context, indexes []string, e session.IndexEntry, now time.Time, max int) error {
+	ctx, done := ts.start(ctx, "index_add")
+	err := ts.s.IndexAdd(ctx, indexes, e, now, max)
+	done(err)
+	return err
+}
+
+func (ts *tracedStore) IndexRange(ctx context.Context, index string, now time.Time) ([]session.IndexEntry, error) {
+	ctx, done := ts.start(ctx, "index_range")
+	es, err := ts.s.IndexRange(ctx, index, now)
+	done(err)
+	return es, err
+}
+
+func (ts *tracedStore) TTLs(ctx context.Context, keys []string) ([]time.Duration, error) {
+	ctx, done := ts.start(ctx, "ttls")
+	ds, err := ts.s.TTLs(ctx, keys)
+	done(err)
+	return ds, err
+}
+
 // InstrumentIDP traces an identity provider's calls: discovery ("idp.discovery",
 // when the registry has a tenant's provider discovered), the authorize URL
 // (which discovers on first use), the code exchange ("idp.exchange", with
@@ -154,6 +175,13 @@ func (ti tracedIDP) LogoutURL(ctx context.Context, idTokenHint, postLogoutRedire
 	u, err := ti.c.LogoutURL(ctx, idTokenHint, postLogoutRedirect)
 	done(err)
 	return u, err
+}
+
+func (ti tracedIDP) VerifyLogoutToken(ctx context.Context, raw string) (*idp.Logout, error) {
+	ctx, done := ti.start(ctx, "idp.verify_logout_token")
+	lo, err := ti.c.VerifyLogoutToken(ctx, raw)
+	done(err)
+	return lo, err
 }
 
 // tracedDiscoverer keeps the Discover method the registry looks for.

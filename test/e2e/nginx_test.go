@@ -3,8 +3,10 @@ package e2e_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -294,4 +296,76 @@ func TestNginxMarkerIsNotAClientFeature(t *testing.T) {
 		}
 	}
 	t.Logf("%d request shapes through nginx, none answered with a header meant for the app", n)
+}
+
+// TestNginxBackchannelLogout: the shipped nginx configuration passes
+// Hydra's back-channel logout POST, body included, to extauthz, which
+// answers Hydra itself: a browser logged in through nginx is logged out
+// when its Hydra session ends.
+func TestNginxBackchannelLogout(t *testing.T) {
+	ctx := context.Background()
+	appLis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	appSrv := &http.Server{Handler: e2e.AppEcho()}
+	go appSrv.Serve(appLis)
+	defer appSrv.Close()
+	bin := requireNginx(t)
+	port, err := redistest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	front := fmt.Sprintf("http://localhost:%d", port)
+	c, err := hydra.CreateClientWith(ctx, e2e.ClientOptions{BackchannelLogoutURI: front + "/logout/backchannel"}, front)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log syncBuffer
+	x := loggedReplica(t, "a", &log, c, "EXTAUTHZ_XFF_TRUSTED_HOPS", "1")
+	startNginx(t, bin, port, x.NginxAddr, appLis.Addr().String())
+	b := e2e.NewHTTPBrowser("heidi@example.com", hydra)
+	b.Remember = true
+	if resp, hops, err := b.Navigate(ctx, front+"/"); err != nil || resp.Status != 200 {
+		t.Fatalf("login through nginx: %v %v (hops %v)", resp, err, hops)
+	}
+	api := func() int {
+		r, err := b.Do(ctx, http.MethodGet, front+"/api", http.Header{"X-Requested-With": {"XMLHttpRequest"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Status
+	}
+	if st := api(); st != 200 {
+		t.Fatalf("logged in: %d", st)
+	}
+	// A forged token through nginx: 400 from extauthz, with its reason (so
+	// the body did arrive).
+	resp, err := http.Post(front+"/logout/backchannel", "application/x-www-form-urlencoded", strings.NewReader("logout_token=a.b.c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 400 || resp.Header.Get("Cache-Control") != "no-store" || !strings.Contains(string(body), "logout token") {
+		t.Fatalf("forged logout token through nginx: %d %v %s", resp.StatusCode, resp.Header, body)
+	}
+	if st := api(); st != 200 {
+		t.Fatalf("after a forged logout token: %d", st)
+	}
+	if _, hops, err := b.NavigateUntil(ctx, hydra.Issuer+"/oauth2/sessions/logout", func(u *url.URL) bool {
+		return !strings.HasPrefix(u.String(), hydra.Issuer) && u.Host != e2e.LoginHost
+	}); err != nil {
+		t.Fatalf("Hydra's logout: %v (%v)", err, hops)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for api() != 401 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the session still works 10s after Hydra's logout:\n%s", auditLines(log.String()))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if l := auditLines(log.String()); !strings.Contains(l, "via=backchannel") || !strings.Contains(l, "client=127.0.0.1") || !strings.Contains(l, "request_id=") {
+		t.Fatalf("audit lines through nginx lack the back-channel logout, the client or the request id:\n%s", l)
+	}
 }

@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
+	"strconv"
 	"sync"
 	"time"
 
@@ -168,6 +170,80 @@ func (s *Store) DeleteIf(ctx context.Context, key string, value []byte) (bool, e
 		return false, wrap("DELETE IF", err)
 	}
 	return n == 1, nil
+}
+
+// indexAdd adds a member to one index (a sorted set scored by deadline,
+// unix seconds), drops expired members and all but the max latest, and
+// keeps the index alive until the member's deadline. One key: Cluster-safe.
+// ARGV: member, deadline, now, max, ttl in ms.
+const indexAdd = `redis.call("ZADD", KEYS[1], ARGV[2], ARGV[1])
+redis.call("ZREMRANGEBYSCORE", KEYS[1], "-inf", "(" .. ARGV[3])
+local max = tonumber(ARGV[4])
+if max > 0 then redis.call("ZREMRANGEBYRANK", KEYS[1], 0, -max - 1) end
+local ttl = tonumber(ARGV[5])
+if redis.call("PTTL", KEYS[1]) < ttl then redis.call("PEXPIRE", KEYS[1], ttl) end
+return 1`
+
+// IndexAdd runs one script per index, pipelined: the indexes are on
+// different Cluster slots, and no transaction spans them.
+func (s *Store) IndexAdd(ctx context.Context, indexes []string, e session.IndexEntry, now time.Time, max int) error {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	ttl := e.Deadline.Sub(now) + time.Second
+	if ttl < time.Second {
+		ttl = time.Second
+	}
+	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, ix := range indexes {
+			p.Eval(ctx, indexAdd, []string{ix}, e.Member, e.Deadline.Unix(), now.Unix(), max, ttl.Milliseconds())
+		}
+		return nil
+	})
+	return wrap("INDEX ADD", err)
+}
+
+func (s *Store) IndexRange(ctx context.Context, index string, now time.Time) ([]session.IndexEntry, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	zs, err := s.c.ZRangeByScoreWithScores(ctx, index, &redis.ZRangeBy{Min: strconv.FormatInt(now.Unix(), 10), Max: "+inf"}).Result()
+	if err != nil {
+		return nil, wrap("ZRANGEBYSCORE", err)
+	}
+	out := make([]session.IndexEntry, 0, len(zs))
+	for _, z := range zs {
+		m, _ := z.Member.(string)
+		out = append(out, session.IndexEntry{Member: m, Deadline: time.Unix(int64(z.Score), 0)})
+	}
+	return out, nil
+}
+
+// TTLs pipelines one PTTL per key (they may be on different slots).
+func (s *Store) TTLs(ctx context.Context, keys []string) ([]time.Duration, error) {
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	cmds := make([]*redis.DurationCmd, len(keys))
+	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range keys {
+			cmds[i] = p.PTTL(ctx, k)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, wrap("PTTL", err)
+	}
+	out := make([]time.Duration, len(keys))
+	for i, c := range cmds {
+		switch d := c.Val(); {
+		case d == -1: // no expiry (never written so by extauthz)
+			out[i] = math.MaxInt64
+		case d > 0:
+			out[i] = d
+		}
+	}
+	return out, nil
 }
 
 // Ping checks every node a call may go to (all masters in a Cluster).

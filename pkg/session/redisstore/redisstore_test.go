@@ -45,7 +45,7 @@ func TestRedisDumpRevealsNothing(t *testing.T) {
 	var secrets []string
 	for i := range 20 {
 		rec := &sessionpb.Session{
-			Subject: "user", AccessToken: fmt.Sprintf("access-token-%d-secret", i), RefreshToken: fmt.Sprintf("refresh-token-%d-secret", i),
+			Subject: "user-secret", Sid: fmt.Sprintf("sid-%d-secret", i), AccessToken: fmt.Sprintf("access-token-%d-secret", i), RefreshToken: fmt.Sprintf("refresh-token-%d-secret", i),
 			IdToken: fmt.Sprintf("id-token-%d-secret", i), CsrfToken: fmt.Sprintf("csrf-%d-secret", i),
 		}
 		_, cookie, err := m.Create(ctx, rec)
@@ -66,22 +66,28 @@ func TestRedisDumpRevealsNothing(t *testing.T) {
 		state := login.State
 		raw, _ := base64.RawURLEncoding.DecodeString(cookie)
 		secrets = append(secrets, cookie, state, login.Cookie, ls.GetNonce(), ls.GetPkceVerifier(), cookie[:43], string(raw[:32]), hex.EncodeToString(raw[:32]),
-			rec.AccessToken, rec.RefreshToken, rec.IdToken, rec.CsrfToken, "secret")
+			rec.AccessToken, rec.RefreshToken, rec.IdToken, rec.CsrfToken, rec.Sid, rec.Subject, "secret")
 	}
 	var dump strings.Builder
 	iter := s.Client().Scan(ctx, 0, "*", 100).Iterator()
 	n := 0
 	for iter.Next(ctx) {
 		k := iter.Val()
-		v, err := s.Client().Get(ctx, k).Result()
-		if err != nil {
+		var v string
+		if typ := s.Client().Type(ctx, k).Val(); typ == "zset" { // the session indexes
+			zs, err := s.Client().ZRangeWithScores(ctx, k, 0, -1).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			v = fmt.Sprint(zs)
+		} else if v, err = s.Client().Get(ctx, k).Result(); err != nil {
 			t.Fatal(err)
 		}
 		dump.WriteString(k + " " + v + "\n")
 		n++
 	}
-	if n != 40 {
-		t.Fatalf("dump has %d keys, want 40 (20 sessions, 20 used logins)", n)
+	if n != 61 {
+		t.Fatalf("dump has %d keys, want 61 (20 sessions, 20 used logins, 20 sid indexes, 1 user index)", n)
 	}
 	for _, sec := range secrets {
 		if strings.Contains(dump.String(), sec) {

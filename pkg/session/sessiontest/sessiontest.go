@@ -222,6 +222,87 @@ func Run(t *testing.T, newStore func(t *testing.T) session.Store) {
 			t.Fatalf("value after a failed Get = %q, want v", got)
 		}
 	})
+	t.Run("IndexAddRange", func(t *testing.T) {
+		s := newStore(t)
+		now := time.Now().Truncate(time.Second)
+		a, b := key(t, "u"), key(t, "d")
+		for i, m := range []string{"m3", "m1", "m2"} {
+			d := now.Add(time.Duration(3-i) * time.Hour)
+			if m == "m3" {
+				d = now.Add(3 * time.Hour)
+			}
+			if err := s.IndexAdd(ctx, []string{a, b}, session.IndexEntry{Member: m, Deadline: d}, now, 100); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// m1 at +2h, m2 at +1h, m3 at +3h; m2 moved to +4h.
+		if err := s.IndexAdd(ctx, []string{a}, session.IndexEntry{Member: "m2", Deadline: now.Add(4 * time.Hour)}, now, 100); err != nil {
+			t.Fatal(err)
+		}
+		got := members(t, s, a, now)
+		if want := "m1@2h0m0s m3@3h0m0s m2@4h0m0s"; describe(got, now) != want {
+			t.Fatalf("index a = %s, want %s", describe(got, now), want)
+		}
+		if want := "m2@1h0m0s m1@2h0m0s m3@3h0m0s"; describe(members(t, s, b, now), now) != want {
+			t.Fatalf("index b = %s, want %s", describe(members(t, s, b, now), now), want)
+		}
+		if got := members(t, s, key(t, "none"), now); len(got) != 0 {
+			t.Fatalf("a missing index has members %v", got)
+		}
+		// Members past their deadline are not returned.
+		if got := describe(members(t, s, a, now.Add(150*time.Minute)), now); got != "m3@3h0m0s m2@4h0m0s" {
+			t.Fatalf("index a later = %s", got)
+		}
+	})
+	t.Run("IndexPrunesExpiredAndCaps", func(t *testing.T) {
+		s := newStore(t)
+		now := time.Now().Truncate(time.Second)
+		k := key(t, "u")
+		add := func(m string, d time.Duration, at time.Time, max int) {
+			t.Helper()
+			if err := s.IndexAdd(ctx, []string{k}, session.IndexEntry{Member: m, Deadline: now.Add(d)}, at, max); err != nil {
+				t.Fatal(err)
+			}
+		}
+		add("old", time.Minute, now, 5)
+		add("new", time.Hour, now.Add(2*time.Minute), 5) // "old" is past its deadline then: dropped
+		if got := describe(members(t, s, k, now), now); got != "new@1h0m0s" {
+			t.Fatalf("after pruning: %s, want only new", got)
+		}
+		for i := range 8 {
+			add(fmt.Sprintf("s%d", i), time.Duration(i+2)*time.Hour, now, 5)
+		}
+		if got := describe(members(t, s, k, now), now); got != "s3@5h0m0s s4@6h0m0s s5@7h0m0s s6@8h0m0s s7@9h0m0s" {
+			t.Fatalf("capped at 5: %s, want the 5 latest", got)
+		}
+	})
+	t.Run("IndexExpiresWithItsLastMember", func(t *testing.T) {
+		s := newStore(t)
+		now := time.Now()
+		k := key(t, "u")
+		if err := s.IndexAdd(ctx, []string{k}, session.IndexEntry{Member: "m", Deadline: now}, now, 5); err != nil {
+			t.Fatal(err)
+		}
+		ttl, err := s.TTLs(ctx, []string{k})
+		if err != nil || ttl[0] <= 0 || ttl[0] > 2*time.Second {
+			t.Fatalf("index TTL = %v, %v; want at most a couple of seconds after its last deadline", ttl, err)
+		}
+	})
+	t.Run("TTLs", func(t *testing.T) {
+		s := newStore(t)
+		a, b := key(t, "a"), key(t, "b")
+		mustSet(t, s, a, "v", time.Minute)
+		got, err := s.TTLs(ctx, []string{a, b})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 2 || got[0] <= 50*time.Second || got[0] > time.Minute || got[1] != 0 {
+			t.Fatalf("TTLs = %v, want [~1m 0]", got)
+		}
+		if got, err := s.TTLs(ctx, nil); err != nil || len(got) != 0 {
+			t.Fatalf("TTLs(nil) = %v, %v", got, err)
+		}
+	})
 	t.Run("Ping", func(t *testing.T) {
 		if err := newStore(t).Ping(ctx); err != nil {
 			t.Fatalf("Ping: %v", err)
@@ -243,4 +324,25 @@ func mustGet(t *testing.T, s session.Store, k string, idle time.Duration) string
 		t.Fatalf("Get(%s): %v", k, err)
 	}
 	return string(bytes.Clone(b))
+}
+
+func members(t *testing.T, s session.Store, k string, now time.Time) []session.IndexEntry {
+	t.Helper()
+	es, err := s.IndexRange(context.Background(), k, now)
+	if err != nil {
+		t.Fatalf("IndexRange(%s): %v", k, err)
+	}
+	return es
+}
+
+// describe renders entries as "member@deadline-from-now ...".
+func describe(es []session.IndexEntry, now time.Time) string {
+	var b bytes.Buffer
+	for i, e := range es {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s@%v", e.Member, e.Deadline.Sub(now))
+	}
+	return b.String()
 }

@@ -1,0 +1,104 @@
+package authz
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/extauthz/extauthz/pkg/idp"
+	"github.com/extauthz/extauthz/pkg/session"
+)
+
+// backchannelLogout serves OpenID Connect Back-Channel Logout 1.0: the
+// identity provider POSTs a logout_token (form-encoded); extauthz verifies
+// it for the tenant of the host, ends every session it names — by sid when
+// present, else every session of its sub in the tenant — on every replica,
+// and answers the provider itself: 200 with Cache-Control: no-store, or
+// 400 with an error body. The app is never involved (the decision is a
+// denial carrying 200, which Envoy's gRPC ext_authz returns to the client as
+// it is). The body reaches the engine through Envoy's with_request_body on
+// this route, or a route straight to extauthz's HTTP listener.
+func (e *Engine) backchannelLogout(ctx context.Context, r *in) *Decision {
+	if r.method != http.MethodPost {
+		d := backchannelError(http.StatusMethodNotAllowed, ReasonBackchannelInvalid, "invalid_request", "the back-channel logout endpoint takes POST")
+		d.Response = append(d.Response, Header{"allow", "POST"})
+		return d
+	}
+	refuse := func(desc string, attrs ...slog.Attr) *Decision {
+		e.audit(ctx, r, EventBackchannelRefused, nil, append([]slog.Attr{slog.String("error", desc)}, attrs...)...)
+		return backchannelError(http.StatusBadRequest, ReasonBackchannelInvalid, "invalid_request", desc)
+	}
+	if e.providers == nil {
+		return refuse("no identity provider is configured")
+	}
+	form, err := url.ParseQuery(string(r.body))
+	raw := form.Get("logout_token")
+	if err != nil || raw == "" {
+		return refuse("no logout_token in the request body (a proxy must pass the body: with_request_body)")
+	}
+	p, err := e.provider(ctx, r.tenant)
+	if err != nil {
+		e.log.WarnContext(ctx, "identity provider unavailable for a back-channel logout", "error", err)
+		d := backchannelError(http.StatusServiceUnavailable, ReasonIDPUnavailable, "temporarily_unavailable", "the identity provider cannot be reached")
+		d.Response = append(d.Response, Header{"retry-after", "5"})
+		return d
+	}
+	lo, err := p.VerifyLogoutToken(ctx, raw)
+	switch {
+	case errors.Is(err, idp.ErrRejected), errors.Is(err, idp.ErrUnsupported):
+		return refuse(err.Error())
+	case err != nil:
+		e.log.WarnContext(ctx, "identity provider unavailable for a back-channel logout", "error", err)
+		d := backchannelError(http.StatusServiceUnavailable, ReasonIDPUnavailable, "temporarily_unavailable", "the identity provider cannot be reached")
+		d.Response = append(d.Response, Header{"retry-after", "5"})
+		return d
+	}
+	// A logout token is used once: remembered (hashed) until it could no
+	// longer be accepted anyway. Marked before the sessions end, so a replay
+	// racing the original ends nothing of its own.
+	switch err := e.sessions.Once(ctx, "logout\x00"+r.tenant+"\x00"+lo.Issuer+"\x00"+lo.JTI, time.Until(lo.Until)); {
+	case errors.Is(err, session.ErrSeen):
+		return refuse("logout token replayed", slog.String("subject", lo.Subject), slog.String("sid", lo.SID))
+	case err != nil:
+		return backchannelStoreError(e, ctx, err)
+	}
+	var ended []string
+	if lo.SID != "" {
+		ended, err = e.sessions.EndIDPSession(ctx, r.tenant, lo.SID)
+	} else {
+		ended, err = e.sessions.EndUser(ctx, r.tenant, lo.Subject)
+	}
+	for _, fp := range ended {
+		e.audit(ctx, r, EventLogout, nil, slog.String("via", "backchannel"), slog.String("subject", lo.Subject),
+			slog.String("session", fp), slog.String("sid", lo.SID))
+	}
+	if err != nil {
+		return backchannelStoreError(e, ctx, err)
+	}
+	e.log.InfoContext(ctx, "back-channel logout", "tenant", r.tenant, "subject", lo.Subject, "sid", lo.SID, "sessions", len(ended))
+	d := &Decision{Status: http.StatusOK, Reason: ReasonBackchannelLogout,
+		Response: []Header{{"cache-control", "no-store"}}}
+	d.TenantVerified = true // its identity provider signed for it
+	return d
+}
+
+func backchannelStoreError(e *Engine, ctx context.Context, err error) *Decision {
+	e.log.WarnContext(ctx, "session store unavailable during a back-channel logout", "error", err)
+	d := backchannelError(http.StatusServiceUnavailable, ReasonStoreUnavailable, "temporarily_unavailable", "the session store cannot be reached")
+	d.Response = append(d.Response, Header{"retry-after", "1"})
+	return d
+}
+
+// backchannelError is an error answer to the identity provider: JSON with
+// error and error_description (section 2.8), never cached.
+func backchannelError(status int, reason Reason, code, desc string) *Decision {
+	b, _ := json.Marshal(map[string]string{"error": code, "error_description": desc})
+	return &Decision{
+		Status: status, Reason: reason, Body: string(b) + "\n",
+		Response: []Header{{"content-type", "application/json"}, {"cache-control", "no-store"}},
+	}
+}
