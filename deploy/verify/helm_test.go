@@ -20,6 +20,7 @@ import (
 	"helm.sh/helm/v4/pkg/chart/v2/lint/support"
 	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	"helm.sh/helm/v4/pkg/engine"
+	networkingv1alpha3 "istio.io/api/networking/v1alpha3"
 	securityv1beta1 "istio.io/api/security/v1beta1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -154,6 +155,7 @@ type installed struct {
 	policyMeta     []deploycheck.ObjectMeta
 	normalised     []map[string]string // the pods whose sidecar an EnvoyFilter makes normalise paths
 	filterSpecs    []json.RawMessage
+	virtualSvcs    []json.RawMessage
 	serviceMonitor *monitoringv1.ServiceMonitor
 	rule           *monitoringv1.PrometheusRule
 }
@@ -215,6 +217,14 @@ func decode(t *testing.T, objs []object) *installed {
 			}
 			in.normalised = append(in.normalised, pods)
 			in.filterSpecs = append(in.filterSpecs, raw.Spec)
+		case "networking.istio.io/v1 VirtualService":
+			var raw deploycheck.Raw
+			strict(o, &raw)
+			var vs networkingv1alpha3.VirtualService
+			if err := protojson.Unmarshal(raw.Spec, &vs); err != nil {
+				t.Fatalf("%s: spec is not an Istio VirtualService: %v", o.file, err)
+			}
+			in.virtualSvcs = append(in.virtualSvcs, raw.Spec)
 		case "monitoring.coreos.com/v1 ServiceMonitor":
 			in.serviceMonitor = &monitoringv1.ServiceMonitor{}
 			strict(o, in.serviceMonitor)
@@ -632,6 +642,9 @@ func TestChartMatchesKustomize(t *testing.T) {
 	}
 	if len(in.policies) != 1 || jsonOf(kyma.policies[0]) != jsonOf(in.policies[0]) {
 		t.Errorf("AuthorizationPolicy differs:\n kustomize %s\n helm      %v", jsonOf(kyma.policies[0]), in.policies)
+	}
+	if len(in.virtualSvcs) != 1 || compactJSON(kyma.virtualSvcs[0]) != compactJSON(in.virtualSvcs[0]) {
+		t.Errorf("the back-channel logout VirtualService differs:\n kustomize %s\n helm      %s", kyma.virtualSvcs, in.virtualSvcs)
 	}
 	if len(in.filterSpecs) != 1 || compactJSON(kyma.filterSpecs[0]) != compactJSON(in.filterSpecs[0]) {
 		t.Errorf("EnvoyFilter differs:\n kustomize %s\n helm      %s", kyma.filterSpecs[0], in.filterSpecs)
