@@ -18,6 +18,7 @@ import (
 
 	"github.com/extauthz/extauthz/internal/e2e"
 	"github.com/extauthz/extauthz/internal/redistest"
+	"github.com/extauthz/extauthz/pkg/session"
 )
 
 const app = "http://app.localhost:8080"
@@ -113,7 +114,7 @@ func demo(ctx context.Context, w io.Writer) error {
 	}
 	defer hydra.Close()
 
-	secret := "demo-session-secret-" + strings.Repeat("0123456789", 5)
+	secret := session.RandomString(48) // this run's own: a secret in the source is no secret
 	env := map[string]string{
 		"EXT_SESSION_MGT": `{"instanceName":"demo-redis","storageType":"redis","sessionSecret":"` + secret + `"}`,
 		"VCAP_SERVICES": fmt.Sprintf(`{"redis-cache":[{"name":"demo-redis","label":"redis-cache","tags":["cache"],`+

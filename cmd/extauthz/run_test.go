@@ -58,7 +58,7 @@ func TestRunServesOverRealConnections(t *testing.T) {
 	redis := redistest.Run(t)
 	grpcAddr, httpAddr, adminAddr, nginxAddr := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
 	env := map[string]string{
-		"EXT_SESSION_MGT": `{"instanceName":"my-redis","storageType":"redis","sessionSecret":"` + strings.Repeat("x", 64) + `"}`,
+		"EXT_SESSION_MGT": `{"instanceName":"my-redis","storageType":"redis","sessionSecret":"` + strings.Repeat("x-0123456789abcd", 4) + `"}`,
 		"VCAP_SERVICES": fmt.Sprintf(`{"redis-cache":[{"name":"my-redis","label":"redis-cache","tags":["cache"],
 			"credentials":{"hostname":"127.0.0.1","port":%d,"password":"","tls":false,"cluster_mode":false}}]}`, redis.Port),
 		"EXTAUTHZ_GRPC_ADDR": grpcAddr, "EXTAUTHZ_HTTP_ADDR": httpAddr, "EXTAUTHZ_ADMIN_ADDR": adminAddr, "EXTAUTHZ_LOG_LEVEL": "debug",
@@ -190,7 +190,7 @@ func TestRunServesOverRealConnections(t *testing.T) {
 		t.Fatal("run did not return after shutdown")
 	}
 	out := logs.String()
-	for _, secret := range []string{"garbage-cookie-value", "should-not-be-logged", strings.Repeat("x", 64)} {
+	for _, secret := range []string{"garbage-cookie-value", "should-not-be-logged", strings.Repeat("x-0123456789abcd", 4)} {
 		if strings.Contains(out, secret) {
 			t.Errorf("logs contain %q:\n%s", secret, out)
 		}

@@ -91,7 +91,7 @@ func main() {
 	g, h, a := freeAddr(), freeAddr(), freeAddr()
 	cmd := exec.Command(*bin)
 	cmd.Env = append(os.Environ(), "EXTAUTHZ_GRPC_ADDR="+g, "EXTAUTHZ_HTTP_ADDR="+h, "EXTAUTHZ_ADMIN_ADDR="+a,
-		"EXTAUTHZ_LOG_LEVEL=error", "EXTAUTHZ_SESSION_SECRETS="+strings.Repeat("s", 64),
+		"EXTAUTHZ_LOG_LEVEL=error", "EXTAUTHZ_SESSION_SECRETS="+strings.Repeat("s-0123456789abcd", 4),
 		"TENANT_HOST_PATTERN=^(.*)\\.app\\.localhost$", "EXTAUTHZ_OIDC_ISSUER=http://"+il.Addr().String()+"/{tenant}",
 		"EXTAUTHZ_OIDC_CLIENT_ID=client", "GOGC="+os.Getenv("MEASURE_GOGC"))
 	if v := os.Getenv("MEASURE_MAXHDR"); v != "" {

@@ -14,7 +14,7 @@ import (
 	"github.com/extauthz/extauthz/pkg/session"
 )
 
-var secret64 = strings.Repeat("s", 64)
+var secret64 = strings.Repeat("s3cr3t-0123456789", 4)
 
 // approuter's documentation example, with a redis-cache binding as the broker writes it.
 const vcapDocs = `{"redis-cache":[{"name":"my-redis","instance_name":"my-redis","label":"redis-cache","tags":["cache"],
@@ -119,7 +119,7 @@ func TestPrecedence(t *testing.T) {
 	file := filepath.Join(dir, "extauthz.yaml")
 	os.WriteFile(file, []byte("grpc-addr: 127.0.0.1:1\nadmin-addr: 127.0.0.1:2\nsession-timeout: 20m\noidc-scopes: [openid, email]\n"), 0o600)
 	secretFile := filepath.Join(dir, "secrets")
-	os.WriteFile(secretFile, []byte(secret64+"\n"+strings.Repeat("o", 64)+"\n"), 0o600)
+	os.WriteFile(secretFile, []byte(secret64+"\n"+strings.Repeat("old-0123456789ab", 4)+"\n"), 0o600)
 	c, err := Load([]string{"--config", file, "--grpc-addr", "127.0.0.1:3"},
 		env("EXTAUTHZ_ADMIN_ADDR", "127.0.0.1:4", "EXTAUTHZ_SESSION_SECRETS_FILE", secretFile), &bytes.Buffer{})
 	if err != nil {
@@ -248,6 +248,9 @@ func TestInvalid(t *testing.T) {
 			[]string{"VCAP_SERVICES: not a JSON object of service lists: invalid character 'n' looking for beginning of object key string"}},
 		{"IAS_SERVICE_NAME names no binding", nil, env("VCAP_SERVICES", `{"identity":[{"name":"ias","credentials":{}}]}`, "IAS_SERVICE_NAME", "other"),
 			[]string{`IAS_SERVICE_NAME: no such service binding named "other" (bound: ias)`}},
+		{"cache bounds", nil, env("EXTAUTHZ_SESSION_CACHE_STALENESS", "24h", "EXTAUTHZ_SESSION_TOUCH_INTERVAL", "20m"),
+			[]string{"EXTAUTHZ_SESSION_CACHE_STALENESS: 24h0m0s: at most 1m (it bounds how long a logged-out session may be served while the invalidation channel is down)",
+				"EXTAUTHZ_SESSION_TOUCH_INTERVAL: 20m0s is longer than the idle timeout 15m0s (a session would outlive its idle timeout by more than the timeout itself)"}},
 		{"example secret", nil, env("EXTAUTHZ_SESSION_SECRETS", "CHANGE-ME-to-64-random-characters-CHANGE-ME-to-64-random-characters"),
 			[]string{"EXTAUTHZ_SESSION_SECRETS: secret 1 is a placeholder from extauthz's own examples, which anyone can read: generate one (openssl rand -hex 32)"}},
 		{"allowed host with port", nil, env("EXTAUTHZ_ALLOWED_HOSTS", "app.example.com:443"),
@@ -361,5 +364,20 @@ func TestCheckIssuer(t *testing.T) {
 		if err := checkIssuer(issuer); (err == nil) != ok {
 			t.Errorf("checkIssuer(%q) = %v, want ok=%v", issuer, err, ok)
 		}
+	}
+}
+
+func TestWeakSecretsRefused(t *testing.T) {
+	for _, s := range []string{strings.Repeat("k", 64), strings.Repeat("ab", 40), "demo-session-secret-" + strings.Repeat("0123456789", 5)} {
+		if _, err := Load(nil, env("EXTAUTHZ_SESSION_SECRETS", s), &bytes.Buffer{}); err == nil {
+			t.Errorf("%q accepted", s)
+		}
+	}
+}
+
+func TestShortIdleTimeoutShortensTheDefaultTouch(t *testing.T) {
+	c, err := Load(nil, env("SESSION_TIMEOUT", "10s"), &bytes.Buffer{})
+	if err != nil || c.SessionTouchInterval != 5*time.Second {
+		t.Fatalf("%v %v", c, err)
 	}
 }

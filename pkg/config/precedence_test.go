@@ -21,7 +21,7 @@ func TestPrecedenceOfEverySource(t *testing.T) {
 		}
 		return p
 	}
-	sec := func(c byte) string { return strings.Repeat(string(c), 64) }
+	sec := func(c byte) string { return strings.Repeat(string(c)+"-0123456789abcd", 4) }
 	xsApp := write("xs-app.json", `{"sessionTimeout": 20, "logout": {"logoutEndpoint": "/xs/logout"}}`)
 	yamlFile := write("extauthz.yaml", "session-timeout: 25m\nsession-secrets: "+sec('y')+"\nlogout-path: /yaml/logout\n")
 	secretFile := write("secrets", sec('f')+"\n")

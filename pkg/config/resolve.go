@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/extauthz/extauthz/pkg/binding"
 	"github.com/extauthz/extauthz/pkg/policy"
@@ -46,6 +47,11 @@ func (p IdentityProvider) PerTenant() bool {
 func (c *Config) resolve(apply func(setting, string, string)) Problems {
 	probs := c.loadXSApp(apply)
 	c.IDP = c.identityProvider()
+	if c.SessionTouchInterval > c.SessionTimeout/2 && strings.HasPrefix(c.origin["session-touch-interval"], "default ") {
+		// A short idle timeout (tests, kiosks) keeps its meaning with the
+		// default touch interval: at most half the timeout.
+		c.SessionTouchInterval = max(c.SessionTimeout/2, time.Second)
+	}
 	return probs
 }
 

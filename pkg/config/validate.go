@@ -22,6 +22,8 @@ func (c *Config) Validate() Problems {
 	for i, s := range c.SessionSecrets {
 		if examplePlaceholder(string(s)) {
 			bad("session-secrets", "secret %d is a placeholder from extauthz's own examples, which anyone can read: generate one (openssl rand -hex 32)", i+1)
+		} else if n := distinct(string(s)); n < 8 && len(s) >= 64 {
+			bad("session-secrets", "secret %d has only %d distinct characters: generate one (openssl rand -hex 32)", i+1, n)
 		}
 		if len(s) < 64 {
 			if len(c.SessionSecrets) == 1 {
@@ -51,6 +53,12 @@ func (c *Config) Validate() Problems {
 	}
 	if c.SessionTimeout <= 0 {
 		bad("session-timeout", "must be positive")
+	}
+	if c.SessionCacheStaleness > time.Minute {
+		bad("session-cache-staleness", "%v: at most 1m (it bounds how long a logged-out session may be served while the invalidation channel is down)", c.SessionCacheStaleness)
+	}
+	if c.SessionTouchInterval > c.SessionTimeout {
+		bad("session-touch-interval", "%v is longer than the idle timeout %v (a session would outlive its idle timeout by more than the timeout itself)", c.SessionTouchInterval, c.SessionTimeout)
 	}
 	if c.SessionMaxLifetime < c.SessionTimeout {
 		bad("session-max-lifetime", "%v is shorter than the idle timeout %v", c.SessionMaxLifetime, c.SessionTimeout)
@@ -94,11 +102,25 @@ func (c *Config) Validate() Problems {
 	return probs
 }
 
+// distinct counts the different bytes of s: a secret of one repeated
+// character has the length of a good one and none of its strength.
+func distinct(s string) int {
+	var seen [256]bool
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if !seen[s[i]] {
+			seen[s[i]], n = true, n+1
+		}
+	}
+	return n
+}
+
 // examplePlaceholder says whether a secret is one that extauthz's own
 // examples and documentation show: published, so never secret.
 func examplePlaceholder(s string) bool {
 	l := strings.ToLower(s)
 	return strings.Contains(l, "change-me") || strings.Contains(l, "changeme") || strings.Contains(l, "quickstart-only-secret") ||
+		strings.Contains(l, "demo-session-secret") ||
 		strings.Contains(l, "64-random-characters") || strings.Contains(l, "<64+")
 }
 

@@ -109,8 +109,10 @@ func TestEndedSessionFetchGets401ReloadLogsIn(t *testing.T) {
 		env  []string
 		end  func(t *testing.T, s *stack)
 	}{
-		{"deleted", nil, func(t *testing.T, s *stack) { s.endSessions(t) }},
-		{"idle timeout", []string{"SESSION_TIMEOUT", "2s"}, func(t *testing.T, s *stack) {
+		{"revoked by an administrator", nil, func(t *testing.T, s *stack) { s.endSessions(t, "carol") }},
+		// The cache extends the idle expiry at most once per touch interval:
+		// a session idle 2 s expires between 2 and 2 + 1 s.
+		{"idle timeout", []string{"SESSION_TIMEOUT", "2s", "EXTAUTHZ_SESSION_TOUCH_INTERVAL", "1s"}, func(t *testing.T, s *stack) {
 			for deadline := time.Now().Add(5 * time.Second); len(s.sessionKeys(t)) > 0; time.Sleep(100 * time.Millisecond) {
 				if time.Now().After(deadline) {
 					t.Fatal("the session did not expire")

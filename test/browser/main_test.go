@@ -19,12 +19,14 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/big"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -249,6 +251,7 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		"EXTAUTHZ_XS_APP":             xsapp,
 		"EXTAUTHZ_LOG_LEVEL":          "debug",
 		"EXTAUTHZ_LOG_FORMAT":         "text",
+		"EXTAUTHZ_ADMIN_TOKEN":        adminToken,
 	}
 	if o.TLS {
 		// nginx terminates TLS and tells extauthz the browser's scheme
@@ -313,15 +316,22 @@ func (s *stack) sessionKeys(t *testing.T) []string {
 	return keys
 }
 
-// endSessions deletes every session of this stack, as an administrator
+// endSessions ends a user's sessions through the admin API, as an administrator
 // would.
-func (s *stack) endSessions(t *testing.T) {
+func (s *stack) endSessions(t *testing.T, subject string) {
 	t.Helper()
-	keys := s.sessionKeys(t)
-	if len(keys) == 0 {
-		t.Fatal("no session in Redis to end")
-	}
-	if err := s.redis.Del(context.Background(), keys...).Err(); err != nil {
+	req, _ := http.NewRequest("DELETE", "http://"+s.X.AdminAddr+"/admin/sessions?subject="+url.QueryEscape(subject), nil)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
 		t.Fatal(err)
 	}
+	defer resp.Body.Close()
+	var out struct{ Revoked int }
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != 200 || out.Revoked == 0 {
+		t.Fatalf("admin DELETE: %s, %+v, %v", resp.Status, out, err)
+	}
 }
+
+// adminToken guards the admin API of every stack.
+const adminToken = "browser-admin-token-5f1c9e3a7b2d4f6a8c0e1b3d5f7a9c2e"

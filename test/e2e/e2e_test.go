@@ -75,7 +75,7 @@ func setup(m *testing.M) int {
 	return m.Run()
 }
 
-const e2eSecret = "e2e-secret-e2e-secret-e2e-secret-e2e-secret-e2e-secret-e2e-secret-e2e-secret-"
+const e2eSecret = "e2e-secret-7d1f3a9c5b2e8f0a4c6d1b3e5f7a9c2d4e6f8a0b1c3d5e7f9a2b4c6d8e0f"
 
 // keyPrefix is the Redis key prefix of a test's replicas.
 func keyPrefix(t *testing.T) string { return "e2e-" + strings.ReplaceAll(t.Name(), "/", "-") }
