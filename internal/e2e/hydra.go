@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/extauthz/extauthz/internal/redistest"
@@ -38,6 +39,19 @@ func ModuleRoot() (string, error) {
 // The first build takes a few minutes; later ones are cached.
 func BuildHydra(root string, log io.Writer) (string, error) {
 	bin := filepath.Join(root, "bin", "hydra")
+	// Test packages run at once (go test ./...): one builds, the others wait
+	// for it and then find the binary fresh.
+	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
+		return "", err
+	}
+	lock, err := os.OpenFile(bin+".lock", os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return "", err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return "", fmt.Errorf("lock %s: %w", lock.Name(), err)
+	}
 	if bi, err := os.Stat(bin); err == nil {
 		if si, err := os.Stat(filepath.Join(root, "tools", "hydra", "go.sum")); err == nil && bi.ModTime().After(si.ModTime()) {
 			return bin, nil
