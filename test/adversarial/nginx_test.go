@@ -8,10 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -82,72 +80,21 @@ func requireNginx(t *testing.T) string {
 	return bin
 }
 
-var (
-	reUpstream = regexp.MustCompile(`(upstream\s+([A-Za-z0-9_]+)\s*\{[^}]*?server\s+)([^;\s]+)`)
-	reListen   = regexp.MustCompile(`listen\s+[^;]+;`)
-)
-
-// startNginx runs the shipped deploy/nginx configuration on port: its app
-// upstream pointed at app, every other upstream at extauthz.
+// startNginx runs the shipped deploy/nginx configuration on port with its
+// upstreams pointed at extauthz's nginx listener and the app.
 func startNginx(t *testing.T, bin string, port int, extauthz, app string) {
 	t.Helper()
 	root, _ := e2e.ModuleRoot()
-	src := filepath.Join(root, "deploy", "nginx")
-	dir := t.TempDir()
-	os.MkdirAll(filepath.Join(dir, "temp"), 0o755)
-	entries, err := os.ReadDir(src)
+	n, err := e2e.StartNginx(bin, root, t.TempDir(), e2e.NginxOptions{Port: port, ExtauthzAddr: extauthz, AppAddr: app})
 	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		if e.IsDir() {
-			continue
-		}
-		b, _ := os.ReadFile(filepath.Join(src, e.Name()))
-		os.WriteFile(filepath.Join(dir, e.Name()), b, 0o644)
-	}
-	conf, err := os.ReadFile(filepath.Join(dir, "nginx.conf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := reUpstream.ReplaceAllStringFunc(string(conf), func(m string) string {
-		sub := reUpstream.FindStringSubmatch(m)
-		if strings.Contains(sub[2], "app") {
-			return sub[1] + app
-		}
-		return sub[1] + extauthz
-	})
-	if !strings.Contains(c, app) || !strings.Contains(c, extauthz) {
-		t.Fatalf("deploy/nginx/nginx.conf: no upstreams for the app and extauthz found")
-	}
-	c = reListen.ReplaceAllString(c, fmt.Sprintf("listen 127.0.0.1:%d;", port))
-	os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(c), 0o644)
-	logFile, _ := os.Create(filepath.Join(dir, "nginx.log"))
-	cmd := exec.Command(bin, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"), "-g", "daemon off;")
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	// Its own process group: the workers go with the master at the end.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		cmd.Wait()
+		n.Close()
 		if t.Failed() {
-			t.Logf("nginx log:\n%s", tail(readFile(logFile.Name()), 4000))
+			t.Logf("nginx log:\n%s", tail(n.Log(), 4000))
 		}
 	})
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nginx did not start:\n%s", readFile(logFile.Name()))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // testApp echoes the request headers; under /app401 it answers 401, as

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -37,61 +36,16 @@ func requireNginx(t *testing.T) string {
 func startNginx(t *testing.T, bin string, port int, extauthzNginx, app string) {
 	t.Helper()
 	root, _ := e2e.ModuleRoot()
-	conf, err := os.ReadFile(filepath.Join(root, "deploy", "nginx", "nginx.conf"))
+	n, err := e2e.StartNginx(bin, root, t.TempDir(), e2e.NginxOptions{Port: port, ExtauthzAddr: extauthzNginx, AppAddr: app})
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	for _, d := range []string{"temp"} {
-		os.MkdirAll(filepath.Join(dir, d), 0o755)
-	}
-	c := string(conf)
-	for old, new := range map[string]string{
-		"server 127.0.0.1:9004;": "server " + extauthzNginx + ";",
-		"server 127.0.0.1:3000;": "server " + app + ";",
-		"listen 8080;":           fmt.Sprintf("listen 127.0.0.1:%d;", port),
-	} {
-		if !strings.Contains(c, old) {
-			t.Fatalf("deploy/nginx/nginx.conf no longer has %q", old)
-		}
-		c = strings.ReplaceAll(c, old, new)
-	}
-	os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(c), 0o644)
-	includes, _ := filepath.Glob(filepath.Join(root, "deploy", "nginx", "*"))
-	for _, f := range includes {
-		if filepath.Base(f) != "nginx.conf" {
-			b, _ := os.ReadFile(f)
-			os.WriteFile(filepath.Join(dir, filepath.Base(f)), b, 0o644)
-		}
-	}
-	logFile, _ := os.Create(filepath.Join(dir, "nginx.log"))
-	cmd := exec.Command(bin, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"), "-g", "daemon off;")
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	// Its own process group: the workers go with the master at the end.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		cmd.Wait()
+		n.Close()
 		if t.Failed() {
-			b, _ := os.ReadFile(logFile.Name())
-			t.Logf("nginx log:\n%s", b)
+			t.Logf("nginx log:\n%s", n.Log())
 		}
 	})
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(logFile.Name())
-			t.Fatalf("nginx did not start:\n%s", b)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // TestNginxAuthRequest: a real front proxy no one here wrote, nginx with
