@@ -5,6 +5,9 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
+	"sync/atomic"
+
+	"golang.org/x/time/rate"
 
 	"github.com/extauthz/extauthz/pkg/session"
 )
@@ -32,8 +35,40 @@ const (
 	EventBackchannelRefused Event = "backchannel_logout_refused" // a logout token that does not verify, or replayed
 )
 
+// Events anyone can set off, as often as they like (a forged cookie, a bad
+// logout token, a login callback with an error: no session needed) are
+// limited, so that they cannot flood the log: per event, bursts of
+// auditBurst, then auditRate a second; the lines dropped are counted into
+// the next line written ("suppressed": n).
+const (
+	auditRate  = 20
+	auditBurst = 100
+)
+
+type auditLimit struct {
+	lim     *rate.Limiter
+	dropped atomic.Int64
+}
+
+func newAuditLimits() map[Event]*auditLimit {
+	m := map[Event]*auditLimit{}
+	for _, ev := range []Event{EventForgedCookie, EventBackchannelRefused, EventLoginFailed} {
+		m[ev] = &auditLimit{lim: rate.NewLimiter(auditRate, auditBurst)}
+	}
+	return m
+}
+
 // audit writes one audit line for a request; s may be nil.
 func (e *Engine) audit(ctx context.Context, r *in, ev Event, s *session.Session, attrs ...slog.Attr) {
+	if l := e.auditLimits[ev]; l != nil {
+		if !l.lim.Allow() {
+			l.dropped.Add(1)
+			return
+		}
+		if n := l.dropped.Swap(0); n > 0 {
+			attrs = append(attrs, slog.Int64("suppressed", n))
+		}
+	}
 	a := make([]slog.Attr, 0, 8+len(attrs))
 	a = append(a, slog.String("event", string(ev)), slog.String("tenant", r.tenant))
 	if s != nil {

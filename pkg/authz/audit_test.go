@@ -118,3 +118,22 @@ func TestAuditTrail(t *testing.T) {
 	}
 	al.mustNotContain(t, secrets...)
 }
+
+// Anyone can send forged cookies: their audit lines are limited, and what
+// was dropped is counted into the next line.
+func TestAnonymousAuditEventsAreLimited(t *testing.T) {
+	f, al := newAuditFixture(t, authz.Options{})
+	forged := get("/", "JSESSIONID="+strings.Repeat("A", session.CookieValueLen), "x-requested-with", "XMLHttpRequest")
+	for range 5000 {
+		f.engine.Check(context.Background(), forged)
+	}
+	if n := len(al.events(t, "forged_cookie")); n < 50 || n > 200 {
+		t.Fatalf("%d audit lines for 5,000 forged cookies, want about the burst (100)", n)
+	}
+	time.Sleep(200 * time.Millisecond) // a few tokens come back
+	f.engine.Check(context.Background(), forged)
+	ev := al.events(t, "forged_cookie")
+	if last := ev[len(ev)-1]; last["suppressed"] == nil {
+		t.Fatalf("the next line does not say how many were dropped: %v", last)
+	}
+}

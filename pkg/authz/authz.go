@@ -153,6 +153,8 @@ type Engine struct {
 	tenants   Tenants
 	opt       Options
 	log       *slog.Logger
+	// auditLimits bound the audit lines anyone can set off (audit.go).
+	auditLimits map[Event]*auditLimit
 	// waits shares, per session, the wait for another request's refresh.
 	waits singleflight.Group
 }
@@ -194,7 +196,7 @@ func New(sessions *session.Manager, providers Providers, tenants Tenants, opt Op
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	return &Engine{sessions: sessions, providers: providers, tenants: tenants, opt: opt, log: log}
+	return &Engine{sessions: sessions, providers: providers, tenants: tenants, opt: opt, log: log, auditLimits: newAuditLimits()}
 }
 
 // StaticProvider serves one provider for every tenant (single-tenant mode).
