@@ -162,10 +162,10 @@ func (is *instrumentedStore) Ping(ctx context.Context) error {
 	return err
 }
 
-func (is *instrumentedStore) IndexAdd(ctx context.Context, indexes []string, e session.IndexEntry, now time.Time, max int) error {
-	err := is.s.IndexAdd(ctx, indexes, e, now, max)
+func (is *instrumentedStore) IndexAdd(ctx context.Context, indexes []string, e session.IndexEntry, now time.Time, max int) ([]string, error) {
+	capped, err := is.s.IndexAdd(ctx, indexes, e, now, max)
 	is.count(opIndexAdd, err)
-	return err
+	return capped, err
 }
 
 func (is *instrumentedStore) IndexRange(ctx context.Context, index string, now time.Time) ([]session.IndexEntry, error) {

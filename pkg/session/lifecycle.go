@@ -30,8 +30,9 @@ import (
 // session keys are on different Cluster slots: nothing updates them in one
 // transaction, and nothing needs to.
 
-// MaxIndexMembers caps an index: a user with more concurrent sessions than
-// this can only be found by their latest ones.
+// MaxIndexMembers caps an index: a user (or an identity provider's session)
+// has at most this many sessions; a login beyond ends the oldest, which
+// could otherwise no longer be found to be revoked.
 const MaxIndexMembers = 1000
 
 // SessionInfo describes one live session to an operator: never a token or a
@@ -82,7 +83,20 @@ func (m *Manager) index(ctx context.Context, s *Session) error {
 		return nil
 	}
 	deadline := time.Unix(r.GetCreatedAt(), 0).Add(m.opt.MaxLifetime)
-	return m.store.IndexAdd(ctx, ix, IndexEntry{Member: hex.EncodeToString(s.id[:]), Deadline: deadline}, m.opt.Now(), MaxIndexMembers)
+	capped, err := m.store.IndexAdd(ctx, ix, IndexEntry{Member: hex.EncodeToString(s.id[:]), Deadline: deadline}, m.opt.Now(), MaxIndexMembers)
+	if err != nil {
+		return err
+	}
+	for _, member := range capped {
+		var id [32]byte
+		if b, err := hex.DecodeString(member); err == nil && len(b) == len(id) {
+			copy(id[:], b)
+			if err := m.deleteID(ctx, &id); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // live is a session an index names that still exists.

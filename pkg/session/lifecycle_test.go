@@ -141,3 +141,37 @@ func TestOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A user's sessions beyond the index's cap are ended, not dropped from the
+// index and left where no revocation can find them.
+func TestSessionsBeyondTheCapAreEnded(t *testing.T) {
+	store := session.NewMemoryStore(nil)
+	now := time.Now()
+	clock := func() time.Time { return now }
+	m := session.NewManager(store, mustKeys(t, secretA), session.Options{Now: clock})
+	ctx := context.Background()
+	_, first, err := m.Create(ctx, &sessionpb.Session{Tenant: "t", Subject: "mallory", Sid: "sx"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(2 * time.Second) // the first has the earliest deadline
+	var last string
+	for range session.MaxIndexMembers {
+		if _, last, err = m.Create(ctx, &sessionpb.Session{Tenant: "t", Subject: "mallory", Sid: "sy"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := m.Load(ctx, first, "t"); !errors.Is(err, session.ErrNoSession) {
+		t.Fatalf("the session beyond the cap still works: %v", err)
+	}
+	if _, err := m.Load(ctx, last, "t"); err != nil {
+		t.Fatalf("the newest session: %v", err)
+	}
+	n, err := m.EndUser(ctx, "t", "mallory")
+	if err != nil || len(n) != session.MaxIndexMembers {
+		t.Fatalf("EndUser ended %d, %v; want every one of the %d left", len(n), err, session.MaxIndexMembers)
+	}
+	if _, err := m.Load(ctx, last, "t"); !errors.Is(err, session.ErrNoSession) {
+		t.Fatalf("after revoking them all: %v", err)
+	}
+}

@@ -44,8 +44,10 @@ type Store interface {
 
 	// IndexAdd adds e to each index (or moves its deadline), drops the
 	// members whose deadline is before now and all but the max latest ones,
-	// and keeps each index at least until e's deadline.
-	IndexAdd(ctx context.Context, indexes []string, e IndexEntry, now time.Time, max int) error
+	// and keeps each index at least until e's deadline. It returns the live
+	// members dropped for the cap, so that their sessions can be ended
+	// rather than lost to revocation.
+	IndexAdd(ctx context.Context, indexes []string, e IndexEntry, now time.Time, max int) (capped []string, err error)
 	// IndexRange returns the members of index whose deadline is not before
 	// now, earliest deadline first.
 	IndexRange(ctx context.Context, index string, now time.Time) ([]IndexEntry, error)
@@ -199,10 +201,11 @@ func (m *MemoryStore) DeleteIf(ctx context.Context, key string, value []byte) (b
 
 func (m *MemoryStore) Ping(ctx context.Context) error { return ctx.Err() }
 
-func (m *MemoryStore) IndexAdd(ctx context.Context, indexes []string, e IndexEntry, now time.Time, limit int) error {
+func (m *MemoryStore) IndexAdd(ctx context.Context, indexes []string, e IndexEntry, now time.Time, limit int) ([]string, error) {
 	if err := ctx.Err(); err != nil {
-		return err
+		return nil, err
 	}
+	var capped []string
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.sweep()
@@ -222,13 +225,14 @@ func (m *MemoryStore) IndexAdd(ctx context.Context, indexes []string, e IndexEnt
 			es := ix.sorted()
 			for _, x := range es[:over] {
 				delete(ix.members, x.Member)
+				capped = append(capped, x.Member)
 			}
 		}
 		if exp := m.now().Add(max(e.Deadline.Sub(now), 0) + time.Second); exp.After(ix.expires) {
 			ix.expires = exp
 		}
 	}
-	return nil
+	return capped, nil
 }
 
 func (m *MemoryStore) IndexRange(ctx context.Context, index string, now time.Time) ([]IndexEntry, error) {

@@ -87,11 +87,11 @@ func (ts *tracedStore) DeleteIf(ctx context.Context, key string, value []byte) (
 
 func (ts *tracedStore) Ping(ctx context.Context) error { return ts.s.Ping(ctx) } // readiness: never traced
 
-func (ts *tracedStore) IndexAdd(ctx context.Context, indexes []string, e session.IndexEntry, now time.Time, max int) error {
+func (ts *tracedStore) IndexAdd(ctx context.Context, indexes []string, e session.IndexEntry, now time.Time, max int) ([]string, error) {
 	ctx, done := ts.start(ctx, "index_add")
-	err := ts.s.IndexAdd(ctx, indexes, e, now, max)
+	capped, err := ts.s.IndexAdd(ctx, indexes, e, now, max)
 	done(err)
-	return err
+	return capped, err
 }
 
 func (ts *tracedStore) IndexRange(ctx context.Context, index string, now time.Time) ([]session.IndexEntry, error) {

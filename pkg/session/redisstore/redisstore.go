@@ -175,31 +175,47 @@ func (s *Store) DeleteIf(ctx context.Context, key string, value []byte) (bool, e
 // indexAdd adds a member to one index (a sorted set scored by deadline,
 // unix seconds), drops expired members and all but the max latest, and
 // keeps the index alive until the member's deadline. One key: Cluster-safe.
-// ARGV: member, deadline, now, max, ttl in ms.
+// ARGV: member, deadline, now, max, ttl in ms. Returns the members dropped
+// for the cap.
 const indexAdd = `redis.call("ZADD", KEYS[1], ARGV[2], ARGV[1])
 redis.call("ZREMRANGEBYSCORE", KEYS[1], "-inf", "(" .. ARGV[3])
 local max = tonumber(ARGV[4])
-if max > 0 then redis.call("ZREMRANGEBYRANK", KEYS[1], 0, -max - 1) end
+local capped = {}
+if max > 0 then
+  capped = redis.call("ZRANGE", KEYS[1], 0, -max - 1)
+  if #capped > 0 then redis.call("ZREMRANGEBYRANK", KEYS[1], 0, -max - 1) end
+end
 local ttl = tonumber(ARGV[5])
 if redis.call("PTTL", KEYS[1]) < ttl then redis.call("PEXPIRE", KEYS[1], ttl) end
-return 1`
+return capped`
 
 // IndexAdd runs one script per index, pipelined: the indexes are on
 // different Cluster slots, and no transaction spans them.
-func (s *Store) IndexAdd(ctx context.Context, indexes []string, e session.IndexEntry, now time.Time, max int) error {
+func (s *Store) IndexAdd(ctx context.Context, indexes []string, e session.IndexEntry, now time.Time, max int) ([]string, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
 	ttl := e.Deadline.Sub(now) + time.Second
 	if ttl < time.Second {
 		ttl = time.Second
 	}
-	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+	cmds, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, ix := range indexes {
 			p.Eval(ctx, indexAdd, []string{ix}, e.Member, e.Deadline.Unix(), now.Unix(), max, ttl.Milliseconds())
 		}
 		return nil
 	})
-	return wrap("INDEX ADD", err)
+	if err != nil {
+		return nil, wrap("INDEX ADD", err)
+	}
+	var capped []string
+	for _, c := range cmds {
+		ms, err := c.(*redis.Cmd).StringSlice()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, wrap("INDEX ADD", err)
+		}
+		capped = append(capped, ms...)
+	}
+	return capped, nil
 }
 
 func (s *Store) IndexRange(ctx context.Context, index string, now time.Time) ([]session.IndexEntry, error) {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -231,12 +232,12 @@ func Run(t *testing.T, newStore func(t *testing.T) session.Store) {
 			if m == "m3" {
 				d = now.Add(3 * time.Hour)
 			}
-			if err := s.IndexAdd(ctx, []string{a, b}, session.IndexEntry{Member: m, Deadline: d}, now, 100); err != nil {
+			if _, err := s.IndexAdd(ctx, []string{a, b}, session.IndexEntry{Member: m, Deadline: d}, now, 100); err != nil {
 				t.Fatal(err)
 			}
 		}
 		// m1 at +2h, m2 at +1h, m3 at +3h; m2 moved to +4h.
-		if err := s.IndexAdd(ctx, []string{a}, session.IndexEntry{Member: "m2", Deadline: now.Add(4 * time.Hour)}, now, 100); err != nil {
+		if _, err := s.IndexAdd(ctx, []string{a}, session.IndexEntry{Member: "m2", Deadline: now.Add(4 * time.Hour)}, now, 100); err != nil {
 			t.Fatal(err)
 		}
 		got := members(t, s, a, now)
@@ -258,11 +259,14 @@ func Run(t *testing.T, newStore func(t *testing.T) session.Store) {
 		s := newStore(t)
 		now := time.Now().Truncate(time.Second)
 		k := key(t, "u")
+		var capped []string
 		add := func(m string, d time.Duration, at time.Time, max int) {
 			t.Helper()
-			if err := s.IndexAdd(ctx, []string{k}, session.IndexEntry{Member: m, Deadline: now.Add(d)}, at, max); err != nil {
+			c, err := s.IndexAdd(ctx, []string{k}, session.IndexEntry{Member: m, Deadline: now.Add(d)}, at, max)
+			if err != nil {
 				t.Fatal(err)
 			}
+			capped = append(capped, c...)
 		}
 		add("old", time.Minute, now, 5)
 		add("new", time.Hour, now.Add(2*time.Minute), 5) // "old" is past its deadline then: dropped
@@ -275,12 +279,17 @@ func Run(t *testing.T, newStore func(t *testing.T) session.Store) {
 		if got := describe(members(t, s, k, now), now); got != "s3@5h0m0s s4@6h0m0s s5@7h0m0s s6@8h0m0s s7@9h0m0s" {
 			t.Fatalf("capped at 5: %s, want the 5 latest", got)
 		}
+		// The live members dropped for the cap are returned (their sessions
+		// are ended, not left unrevocable); the expired one is not.
+		if got := strings.Join(capped, " "); got != "new s0 s1 s2" {
+			t.Fatalf("dropped for the cap: %q, want new s0 s1 s2", got)
+		}
 	})
 	t.Run("IndexExpiresWithItsLastMember", func(t *testing.T) {
 		s := newStore(t)
 		now := time.Now()
 		k := key(t, "u")
-		if err := s.IndexAdd(ctx, []string{k}, session.IndexEntry{Member: "m", Deadline: now}, now, 5); err != nil {
+		if _, err := s.IndexAdd(ctx, []string{k}, session.IndexEntry{Member: "m", Deadline: now}, now, 5); err != nil {
 			t.Fatal(err)
 		}
 		ttl, err := s.TTLs(ctx, []string{k})
