@@ -58,13 +58,16 @@ func (e *Engine) backchannelLogout(ctx context.Context, r *in) *Decision {
 		return d
 	}
 	// A logout token is used once: remembered (hashed) until it could no
-	// longer be accepted anyway. Marked before the sessions end, so a replay
-	// racing the original ends nothing of its own.
-	switch err := e.sessions.Once(ctx, "logout\x00"+r.tenant+"\x00"+lo.Issuer+"\x00"+lo.JTI, time.Until(lo.Until)); {
-	case errors.Is(err, session.ErrSeen):
-		return refuse("logout token replayed", slog.String("subject", lo.Subject), slog.String("sid", lo.SID))
+	// longer be accepted anyway. Recorded only once its sessions have ended:
+	// a delivery that fails (503) is retried by the provider with the same
+	// token, which must then be accepted. Two deliveries at once both end
+	// the same sessions, which is harmless.
+	mark := "logout\x00" + r.tenant + "\x00" + lo.Issuer + "\x00" + lo.JTI
+	switch seen, err := e.sessions.Seen(ctx, mark); {
 	case err != nil:
 		return backchannelStoreError(e, ctx, err)
+	case seen:
+		return refuse("logout token replayed", slog.String("subject", lo.Subject), slog.String("sid", lo.SID))
 	}
 	var ended []string
 	if lo.SID != "" {
@@ -77,6 +80,9 @@ func (e *Engine) backchannelLogout(ctx context.Context, r *in) *Decision {
 			slog.String("session", fp), slog.String("sid", lo.SID))
 	}
 	if err != nil {
+		return backchannelStoreError(e, ctx, err) // not recorded: the provider's retry is accepted
+	}
+	if err := e.sessions.Once(ctx, mark, time.Until(lo.Until)); err != nil && !errors.Is(err, session.ErrSeen) {
 		return backchannelStoreError(e, ctx, err)
 	}
 	e.log.InfoContext(ctx, "back-channel logout", "tenant", r.tenant, "subject", lo.Subject, "sid", lo.SID, "sessions", len(ended))

@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/extauthz/extauthz/pkg/authz"
+	"github.com/extauthz/extauthz/pkg/session"
 	"github.com/extauthz/extauthz/proto/sessionpb"
 )
 
@@ -186,3 +189,38 @@ func TestBackchannelLogoutRefusals(t *testing.T) {
 }
 
 func getReq(path, cookie string) *authz.Request { return get(path, "JSESSIONID="+cookie) }
+
+// A delivery that fails while the sessions are being ended (503) is retried
+// by the provider with the same token: the retry is accepted, not refused as
+// a replay, and ends the sessions.
+func TestBackchannelRetryAfterAFailure(t *testing.T) {
+	f, _ := newAuditFixture(t, authz.Options{})
+	ctx := context.Background()
+	c := f.newSession(t, &sessionpb.Session{Subject: "alice", Sid: "sid-x", AccessToken: "at"})
+	flaky := &deleteFailsOnce{Store: f.store.Store}
+	f.store.Store = flaky
+	if d := f.engine.Check(ctx, backchannel(logoutToken("sid-x", "", "j9"))); d.Status != 503 {
+		t.Fatalf("first delivery with the store failing: %d %s", d.Status, d.Reason)
+	}
+	if d := f.engine.Check(ctx, backchannel(logoutToken("sid-x", "", "j9"))); d.Status != 200 {
+		t.Fatalf("the provider's retry: %d %s %s, want 200", d.Status, d.Reason, d.Body)
+	}
+	if f.engine.Check(ctx, get("/", "JSESSIONID="+c)).Allow {
+		t.Fatal("the session survived the retried back-channel logout")
+	}
+	if d := f.engine.Check(ctx, backchannel(logoutToken("sid-x", "", "j9"))); d.Status != 400 {
+		t.Fatalf("a third delivery, after success: %d, want 400 (replayed)", d.Status)
+	}
+}
+
+type deleteFailsOnce struct {
+	session.Store
+	failed atomic.Bool
+}
+
+func (d *deleteFailsOnce) Delete(ctx context.Context, key string) error {
+	if d.failed.CompareAndSwap(false, true) {
+		return errors.New("i/o timeout")
+	}
+	return d.Store.Delete(ctx, key)
+}

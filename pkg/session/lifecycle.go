@@ -217,6 +217,21 @@ func (m *Manager) deleteID(ctx context.Context, id *[32]byte) error {
 	return nil
 }
 
+// Seen says whether Once recorded name before, without recording it: for
+// work that must be retried when it fails, recorded (with Once) only after
+// it is done.
+func (m *Manager) Seen(ctx context.Context, name string) (bool, error) {
+	id := sha256.Sum256([]byte(name))
+	_, err := m.store.Get(ctx, m.keyOf(":j:{", &id), 0)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("session store: %w", err)
+	}
+	return true, nil
+}
+
 // ErrSeen is returned by Once for a name seen before.
 var ErrSeen = errors.New("seen before")
 
