@@ -115,3 +115,34 @@ func TestXSUAAHasNoBackChannelLogout(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Anyone can post logout tokens signed by a key of their own: go-oidc
+// fetches the key set again for each, and the transport keeps those fetches
+// to a burst, then one every few seconds.
+func TestForgedLogoutTokensDoNotFetchKeysEachTime(t *testing.T) {
+	tp := newTestProvider(t)
+	prov, err := New(Config{Issuer: tp.srv.URL, ClientID: "client", ClientSecret: "secret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := prov.VerifyLogoutToken(ctx, tp.sign(t, tp.logoutClaims(), nil)); err != nil {
+		t.Fatal(err) // discovery and the key set, once
+	}
+	before := tp.jwks.Load()
+	attacker, _ := rsa.GenerateKey(rand.Reader, 2048)
+	for range 300 {
+		if _, err := prov.VerifyLogoutToken(ctx, tp.sign(t, tp.logoutClaims(), attacker)); !errors.Is(err, ErrRejected) {
+			t.Fatalf("a forged token: %v", err)
+		}
+	}
+	if n := tp.jwks.Load() - before; n > refetchBurst+1 {
+		t.Fatalf("300 forged tokens made %d key set fetches, want at most %d", n, refetchBurst+1)
+	}
+	// A genuine token still verifies meanwhile.
+	c := tp.logoutClaims()
+	c["jti"] = "jti-2"
+	if _, err := prov.VerifyLogoutToken(ctx, tp.sign(t, c, nil)); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,12 +1,15 @@
 package idp
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // DefaultRetryAfter is how long a failed discovery or key fetch is
@@ -14,6 +17,16 @@ import (
 // asked again by every request meanwhile, and a provider back up is used
 // again within seconds (a user retrying a login barely notices).
 const DefaultRetryAfter = 10 * time.Second
+
+// go-oidc fetches the key set again on every signature it cannot verify, so
+// anyone posting forged logout tokens (no session needed) would make one key
+// fetch each. Fetches of a URL that answered are limited: refetchBurst at
+// once (a key rotation is still seen at once), then one every refetchEvery;
+// in between the last answer is reused.
+const (
+	refetchEvery = 5 * time.Second
+	refetchBurst = 3
+)
 
 // maxResponseBytes bounds what is read of any answer of a provider
 // (discovery documents, key sets and token responses are a few KiB).
@@ -30,6 +43,13 @@ type guardTransport struct {
 
 	mu     sync.Mutex
 	failed map[string]failedGet // URL -> failure; a provider GETs two or three URLs
+	fresh  map[string]freshGet  // URL -> a successful answer younger than minRefetch
+}
+
+type freshGet struct {
+	header http.Header
+	body   []byte
+	lim    *rate.Limiter
 }
 
 type failedGet struct {
@@ -53,7 +73,7 @@ func guardClient(c *http.Client, retryAfter time.Duration, now func() time.Time)
 		retryAfter = DefaultRetryAfter
 	}
 	g := *c
-	g.Transport = &guardTransport{next: next, retryAfter: retryAfter, now: now, failed: map[string]failedGet{}}
+	g.Transport = &guardTransport{next: next, retryAfter: retryAfter, now: now, failed: map[string]failedGet{}, fresh: map[string]freshGet{}}
 	return &g
 }
 
@@ -62,11 +82,16 @@ func (t *guardTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	key := req.URL.String()
 	if get {
 		t.mu.Lock()
-		f, ok := t.failed[key]
+		f, failed := t.failed[key]
+		ok, fresh := t.fresh[key]
 		t.mu.Unlock()
-		if ok && t.now().Sub(f.at) < t.retryAfter {
+		if failed && t.now().Sub(f.at) < t.retryAfter {
 			return nil, fmt.Errorf("%s failed %v ago, not asked again before %v: %w",
 				req.URL.Redacted(), t.now().Sub(f.at).Round(time.Millisecond), t.retryAfter, f.err)
+		}
+		if fresh && !ok.lim.AllowN(t.now(), 1) {
+			return &http.Response{Status: "200 OK", StatusCode: http.StatusOK, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+				Header: ok.header.Clone(), Body: io.NopCloser(bytes.NewReader(ok.body)), ContentLength: int64(len(ok.body)), Request: req}, nil
 		}
 	}
 	resp, err := t.next.RoundTrip(req)
@@ -78,6 +103,14 @@ func (t *guardTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			t.remember(key, fmt.Errorf("answered %s", resp.Status))
 		default:
 			t.forget(key)
+			body, rerr := io.ReadAll(&limitedBody{r: io.LimitReader(resp.Body, maxResponseBytes+1), c: resp.Body})
+			resp.Body.Close()
+			if rerr != nil {
+				return nil, rerr
+			}
+			t.keep(key, resp.Header, body)
+			resp.Body = io.NopCloser(bytes.NewReader(body))
+			return resp, nil
 		}
 	}
 	if err != nil {
@@ -85,6 +118,19 @@ func (t *guardTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp.Body = &limitedBody{r: io.LimitReader(resp.Body, maxResponseBytes+1), c: resp.Body}
 	return resp, nil
+}
+
+func (t *guardTransport) keep(key string, h http.Header, body []byte) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.fresh) >= maxFailedGets {
+		clear(t.fresh)
+	}
+	lim := rate.NewLimiter(rate.Every(refetchEvery), refetchBurst)
+	if f, ok := t.fresh[key]; ok {
+		lim = f.lim
+	}
+	t.fresh[key] = freshGet{header: h.Clone(), body: body, lim: lim}
 }
 
 func (t *guardTransport) remember(key string, err error) {
