@@ -12,8 +12,10 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 
 	"github.com/extauthz/extauthz/pkg/session"
+	"golang.org/x/time/rate"
 )
 
 // Sessions finds and ends sessions (*session.Manager).
@@ -36,6 +38,11 @@ type Handler struct {
 	sessions Sessions
 	audit    *slog.Logger
 	log      *slog.Logger
+	// refused limits the admin_unauthorized lines (anyone who reaches the
+	// admin listener can set them off): bursts of 100, then 20 a second;
+	// the dropped ones are counted into the next line.
+	refused *rate.Limiter
+	dropped atomic.Int64
 }
 
 // New returns the handler; token must not be empty.
@@ -43,14 +50,23 @@ func New(token string, sessions Sessions, audit, log *slog.Logger) *Handler {
 	if token == "" {
 		panic("admin.New: empty token")
 	}
-	return &Handler{token: sha256.Sum256([]byte(token)), sessions: sessions, audit: audit, log: log}
+	return &Handler{token: sha256.Sum256([]byte(token)), sessions: sessions, audit: audit, log: log, refused: rate.NewLimiter(20, 100)}
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("cache-control", "no-store")
 	if !h.authorized(r) {
-		h.audit.LogAttrs(r.Context(), slog.LevelInfo, "audit", slog.String("event", "admin_unauthorized"),
-			slog.String("client", client(r)), slog.String("method", r.Method), slog.String("path", r.URL.Path))
+		if h.refused.Allow() {
+			path := truncate(r.URL.Path, 128)
+			attrs := []slog.Attr{slog.String("event", "admin_unauthorized"), slog.String("client", client(r)),
+				slog.String("method", truncate(r.Method, 16)), slog.String("path", path)}
+			if n := h.dropped.Swap(0); n > 0 {
+				attrs = append(attrs, slog.Int64("suppressed", n))
+			}
+			h.audit.LogAttrs(r.Context(), slog.LevelInfo, "audit", attrs...)
+		} else {
+			h.dropped.Add(1)
+		}
 		w.Header().Set("www-authenticate", `Bearer realm="extauthz admin"`)
 		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "a valid bearer token is required"})
 		return
@@ -130,4 +146,11 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("content-type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
 }

@@ -101,3 +101,17 @@ func TestAdminAPI(t *testing.T) {
 		}
 	}
 }
+
+// Whoever reaches the admin listener can set off admin_unauthorized lines:
+// they are limited, and an attacker's path is cut short in them.
+func TestUnauthorizedLinesAreLimited(t *testing.T) {
+	var audit bytes.Buffer
+	h := admin.New(strings.Repeat("t", 40), nil, slog.New(slog.NewJSONHandler(&audit, nil)), slog.New(slog.DiscardHandler))
+	for range 2000 {
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/admin/"+strings.Repeat("x", 50_000), nil))
+	}
+	lines := strings.Count(audit.String(), `"event":"admin_unauthorized"`)
+	if lines < 50 || lines > 200 || audit.Len() > 200*1024 {
+		t.Fatalf("%d lines, %d bytes of audit log for 2,000 unauthorized calls with 50 KB paths", lines, audit.Len())
+	}
+}
