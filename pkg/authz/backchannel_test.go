@@ -224,3 +224,29 @@ func (d *deleteFailsOnce) Delete(ctx context.Context, key string) error {
 	}
 	return d.Store.Delete(ctx, key)
 }
+
+// A login whose provider session was ended by a back-channel logout while
+// the browser was on its way to the callback creates no session.
+func TestLoginAfterItsProviderSessionEndedIsRefused(t *testing.T) {
+	f, _ := newAuditFixture(t, authz.Options{})
+	ctx := context.Background()
+	f.idp.mu.Lock()
+	f.idp.sid = "sid-late"
+	f.idp.mu.Unlock()
+	d := f.engine.Check(ctx, get("/", ""))
+	loc, _ := url.Parse(header(d, "location"))
+	stateCookie, _, _ := strings.Cut(headers(d, "set-cookie")[0], ";")
+	if d := f.engine.Check(ctx, backchannel(logoutToken("sid-late", "", "j-late"))); d.Status != 200 {
+		t.Fatalf("back-channel logout: %d %s", d.Status, d.Body)
+	}
+	cb := get("/login/callback?"+url.Values{"code": {"c"}, "state": {loc.Query().Get("state")}}.Encode(), stateCookie)
+	d = f.engine.Check(ctx, cb)
+	if d.Status != 403 || !strings.Contains(d.Body, "has ended") {
+		t.Fatalf("callback after the provider session ended: %d %q", d.Status, d.Body)
+	}
+	for _, sc := range headers(d, "set-cookie") {
+		if strings.HasPrefix(sc, "JSESSIONID=") {
+			t.Fatalf("a session cookie was set: %s", sc)
+		}
+	}
+}

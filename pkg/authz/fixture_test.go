@@ -35,6 +35,7 @@ type fakeIDP struct {
 	refreshed   *idp.Tokens
 	delay       time.Duration
 	lastCode    string
+	sid         string // the sid of the ID tokens Exchange returns
 	lastNonce   string
 }
 
@@ -60,7 +61,7 @@ func (f *fakeIDP) Exchange(_ context.Context, code, verifier, redirectURI, nonce
 		return nil, fmt.Errorf("%w: nonce", idp.ErrRejected)
 	}
 	f.lastCode = code
-	return &idp.Tokens{AccessToken: "at-" + code, RefreshToken: "rt-1", IDToken: "idt-1", Subject: "alice",
+	return &idp.Tokens{AccessToken: "at-" + code, RefreshToken: "rt-1", IDToken: "idt-1", Subject: "alice", SID: f.sid,
 		Issuer: "https://idp.test", Expiry: time.Now().Add(time.Hour)}, nil
 }
 

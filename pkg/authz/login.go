@@ -134,6 +134,15 @@ func (e *Engine) callback(ctx context.Context, r *in) *Decision {
 	case err != nil:
 		return e.storeError(ctx, err)
 	}
+	// The provider may have ended its session (back-channel logout) between
+	// issuing the code and this callback: no session for it.
+	switch ended, err := e.sessions.SIDEnded(ctx, r.tenant, tok.SID); {
+	case err != nil:
+		return e.storeError(ctx, err)
+	case ended:
+		return withCookies(pageWith(http.StatusForbidden, ReasonCallbackRejected, "Login failed",
+			"Your session at the identity provider has ended. Log in again.", again), clear)
+	}
 	rec := &sessionpb.Session{
 		Tenant: r.tenant, Issuer: tok.Issuer, Subject: tok.Subject, Sid: tok.SID,
 		AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, IdToken: tok.IDToken,

@@ -167,8 +167,32 @@ func (m *Manager) EndUser(ctx context.Context, tenant, subject string) ([]string
 
 // EndIDPSession ends every session of one identity-provider session (the
 // ID token's sid) in a tenant, on every replica.
+//
+// The sid is also remembered as ended (for the absolute lifetime of a
+// session): a login whose code the provider issued just before it ended that
+// session, completing just after, must not create a session that outlives
+// the logout (SIDEnded, checked at the callback).
 func (m *Manager) EndIDPSession(ctx context.Context, tenant, sid string) ([]string, error) {
+	if _, err := m.store.SetNX(ctx, m.indexKey("x", tenant, sid), []byte{1}, m.opt.MaxLifetime); err != nil {
+		return nil, fmt.Errorf("session store: %w", err)
+	}
 	return m.endIndex(ctx, m.sidIndex(tenant, sid), "")
+}
+
+// SIDEnded says whether the identity provider ended its session sid of
+// tenant by a back-channel logout.
+func (m *Manager) SIDEnded(ctx context.Context, tenant, sid string) (bool, error) {
+	if sid == "" {
+		return false, nil
+	}
+	_, err := m.store.Get(ctx, m.indexKey("x", tenant, sid), 0)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("session store: %w", err)
+	}
+	return true, nil
 }
 
 // EndSession ends the user's session with the given fingerprint; it says
