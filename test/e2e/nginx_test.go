@@ -30,22 +30,37 @@ func requireNginx(t *testing.T) string {
 	return bin
 }
 
-// startNginx runs the shipped deploy/nginx configuration on port with the
-// test's addresses in place of the example ones: extauthzNginx is extauthz's
-// nginx listener (Extauthz.NginxAddr).
-func startNginx(t *testing.T, bin string, port int, extauthzNginx, app string) {
+// nginxFront starts the test app and picks nginx's port: front is the URL
+// the browser uses, and start runs the shipped deploy/nginx configuration
+// there, in front of the app and x's nginx listener.
+func nginxFront(t *testing.T) (front string, start func(x *e2e.Extauthz)) {
 	t.Helper()
-	root, _ := e2e.ModuleRoot()
-	n, err := e2e.StartNginx(bin, root, t.TempDir(), e2e.NginxOptions{Port: port, ExtauthzAddr: extauthzNginx, AppAddr: app})
+	appLis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		n.Close()
-		if t.Failed() {
-			t.Logf("nginx log:\n%s", n.Log())
+	appSrv := &http.Server{Handler: e2e.AppEcho()}
+	go appSrv.Serve(appLis)
+	t.Cleanup(func() { appSrv.Close() })
+	bin := requireNginx(t)
+	port, err := redistest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, _ := e2e.ModuleRoot()
+	return fmt.Sprintf("http://localhost:%d", port), func(x *e2e.Extauthz) {
+		t.Helper()
+		n, err := e2e.StartNginx(bin, root, t.TempDir(), e2e.NginxOptions{Port: port, ExtauthzAddr: x.NginxAddr, AppAddr: appLis.Addr().String()})
+		if err != nil {
+			t.Fatal(err)
 		}
-	})
+		t.Cleanup(func() {
+			n.Close()
+			if t.Failed() {
+				t.Logf("nginx log:\n%s", n.Log())
+			}
+		})
+	}
 }
 
 // TestNginxAuthRequest: a real front proxy no one here wrote, nginx with
@@ -54,26 +69,13 @@ func startNginx(t *testing.T, bin string, port int, extauthzNginx, app string) {
 // extauthz, still reach it.
 func TestNginxAuthRequest(t *testing.T) {
 	ctx := context.Background()
-	appLis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	appSrv := &http.Server{Handler: e2e.AppEcho()}
-	go appSrv.Serve(appLis)
-	defer appSrv.Close()
-
-	bin := requireNginx(t)
-	port, err := redistest.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	front := fmt.Sprintf("http://localhost:%d", port)
+	front, startNginx := nginxFront(t)
 	c, err := hydra.CreateClient(ctx, front)
 	if err != nil {
 		t.Fatal(err)
 	}
 	x := replica(t, "a", hydra, c)
-	startNginx(t, bin, port, x.NginxAddr, appLis.Addr().String())
+	startNginx(x)
 	b := e2e.NewHTTPBrowser("grace@example.com", hydra)
 	b.SetCookie(front, "theme", "dark")
 
@@ -122,20 +124,7 @@ var upstreamOnly = []string{"Authorization", "Cookie", "X-Envoy-Auth-Headers-To-
 // ever carries the token or another header meant for the app.
 func TestNginxMarkerIsNotAClientFeature(t *testing.T) {
 	ctx := context.Background()
-	appLis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	appSrv := &http.Server{Handler: e2e.AppEcho()}
-	go appSrv.Serve(appLis)
-	defer appSrv.Close()
-
-	bin := requireNginx(t)
-	port, err := redistest.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	front := fmt.Sprintf("http://localhost:%d", port)
+	front, startNginx := nginxFront(t)
 	c, err := hydra.CreateClient(ctx, front)
 	if err != nil {
 		t.Fatal(err)
@@ -147,7 +136,7 @@ func TestNginxMarkerIsNotAClientFeature(t *testing.T) {
 		{ "source": "^/(.*)$", "httpMethods": ["GET", "HEAD", "POST"] }
 	]}`), 0o644)
 	x := replica(t, "a", hydra, c, "EXTAUTHZ_XS_APP", xsapp)
-	startNginx(t, bin, port, x.NginxAddr, appLis.Addr().String())
+	startNginx(x)
 	b := e2e.NewHTTPBrowser("mallory@example.com", hydra)
 	if resp, hops, err := b.Navigate(ctx, front+"/index.html"); err != nil || resp.Status != 200 || resp.Upstream == nil {
 		t.Fatalf("login through nginx: %v %v (hops %v)", resp, err, hops)
@@ -258,26 +247,14 @@ func TestNginxMarkerIsNotAClientFeature(t *testing.T) {
 // when its Hydra session ends.
 func TestNginxBackchannelLogout(t *testing.T) {
 	ctx := context.Background()
-	appLis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	appSrv := &http.Server{Handler: e2e.AppEcho()}
-	go appSrv.Serve(appLis)
-	defer appSrv.Close()
-	bin := requireNginx(t)
-	port, err := redistest.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	front := fmt.Sprintf("http://localhost:%d", port)
+	front, startNginx := nginxFront(t)
 	c, err := hydra.CreateClientWith(ctx, e2e.ClientOptions{BackchannelLogoutURI: front + "/logout/backchannel"}, front)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var log syncBuffer
 	x := loggedReplica(t, "a", &log, c, "EXTAUTHZ_XFF_TRUSTED_HOPS", "1")
-	startNginx(t, bin, port, x.NginxAddr, appLis.Addr().String())
+	startNginx(x)
 	b := e2e.NewHTTPBrowser("heidi@example.com", hydra)
 	b.Remember = true
 	if resp, hops, err := b.Navigate(ctx, front+"/"); err != nil || resp.Status != 200 {
