@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -120,4 +121,18 @@ func (n *Nginx) Close() {
 		_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
 		_ = n.cmd.Wait()
 	}
+}
+
+// RequireNginx returns nginx's path, or skips the test when it is missing;
+// with CI set a missing nginx fails the test instead.
+func RequireNginx(t testing.TB) string {
+	t.Helper()
+	bin, err := NginxBinary()
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%v; CI is set, so it is required", err)
+		}
+		t.Skip(err)
+	}
+	return bin
 }

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -68,18 +67,6 @@ func TestNginxMarkerIsJustAHeader(t *testing.T) {
 	x.requireAlive(t)
 }
 
-func requireNginx(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("nginx")
-	if err != nil {
-		if ciRequired() {
-			t.Fatal("nginx not found (Debian: apt-get install -y nginx-light); CI is set, so it is required")
-		}
-		t.Skip("nginx not found (apt-get install -y nginx-light)")
-	}
-	return bin
-}
-
 // startNginx runs the shipped deploy/nginx configuration on port with its
 // upstreams pointed at extauthz's nginx listener and the app.
 func startNginx(t *testing.T, bin string, port int, extauthz, app string) {
@@ -116,7 +103,7 @@ func testApp() http.Handler {
 // no response to the client ever carries the upstream Authorization, and the
 // client's marker headers unlock nothing.
 func TestNginxNeverLeaksAuthorization(t *testing.T) {
-	bin := requireNginx(t)
+	bin := e2e.RequireNginx(t)
 	ctx := context.Background()
 	appLis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

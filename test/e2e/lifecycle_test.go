@@ -1,7 +1,6 @@
 package e2e_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -20,26 +19,8 @@ import (
 	"github.com/extauthz/extauthz/internal/e2e"
 )
 
-// syncBuffer collects a replica's log while it runs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // loggedReplica is replica, its log also collected in buf.
-func loggedReplica(t *testing.T, name string, buf *syncBuffer, c e2e.Client, extra ...string) *e2e.Extauthz {
+func loggedReplica(t *testing.T, name string, buf *e2e.SyncBuffer, c e2e.Client, extra ...string) *e2e.Extauthz {
 	t.Helper()
 	start := func(name, bin string, env map[string]string, w io.Writer) (*e2e.Extauthz, error) {
 		return e2e.StartExtauthz(name, bin, env, io.MultiWriter(w, buf))
@@ -130,7 +111,7 @@ func TestBackchannelLogoutWithHydra(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logA, logB syncBuffer
+	var logA, logB e2e.SyncBuffer
 	a := loggedReplica(t, "a", &logA, c)
 	b := loggedReplica(t, "b", &logB, c)
 	envoy.replicas = []*e2e.Extauthz{a, b}
@@ -250,7 +231,7 @@ const adminToken = "e2e-admin-token-0123456789-0123456789"
 // with it, a user's sessions are listed (no token, no cookie) and ended on
 // every replica.
 func TestAdminAPIEndsAUsersSessions(t *testing.T) {
-	var logA, logB syncBuffer
+	var logA, logB e2e.SyncBuffer
 	a := loggedReplica(t, "a", &logA, client, "EXTAUTHZ_ADMIN_TOKEN", adminToken)
 	b := loggedReplica(t, "b", &logB, client, "EXTAUTHZ_ADMIN_TOKEN_FILE", writeTemp(t, adminToken+"\n"))
 	noAPI := replica(t, "c", hydra, client)

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,18 +16,6 @@ import (
 	"github.com/extauthz/extauthz/internal/e2e"
 	"github.com/extauthz/extauthz/internal/redistest"
 )
-
-func requireNginx(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("nginx")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("nginx not found (Debian: apt-get install -y nginx-light); CI is set, so it is required")
-		}
-		t.Skip("nginx not found (apt-get install -y nginx-light)")
-	}
-	return bin
-}
 
 // nginxFront starts the test app and picks nginx's port: front is the URL
 // the browser uses, and start runs the shipped deploy/nginx configuration
@@ -42,7 +29,7 @@ func nginxFront(t *testing.T) (front string, start func(x *e2e.Extauthz)) {
 	appSrv := &http.Server{Handler: e2e.AppEcho()}
 	go appSrv.Serve(appLis)
 	t.Cleanup(func() { appSrv.Close() })
-	bin := requireNginx(t)
+	bin := e2e.RequireNginx(t)
 	port, err := redistest.FreePort()
 	if err != nil {
 		t.Fatal(err)
@@ -252,7 +239,7 @@ func TestNginxBackchannelLogout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var log syncBuffer
+	var log e2e.SyncBuffer
 	x := loggedReplica(t, "a", &log, c, "EXTAUTHZ_XFF_TRUSTED_HOPS", "1")
 	startNginx(x)
 	b := e2e.NewHTTPBrowser("heidi@example.com", hydra)
