@@ -160,8 +160,10 @@ func (e *Engine) Check(ctx context.Context, r *Request) *Decision {
 		return deny(http.StatusNotFound, ReasonUnknownHost, "Not found: this host is not served here.\n")
 	}
 	path, query, err := canonicalPath(r.Path)
-	if raw, _, _ := strings.Cut(r.Path, "?"); err == nil && r.Verbatim && path != raw {
-		err = errBadPath // the canonical form differs from what the app will be sent
+	if err == nil && r.Verbatim {
+		if raw, _, _ := strings.Cut(r.Path, "?"); path != raw {
+			err = errBadPath // the canonical form differs from what the app will be sent
+		}
 	}
 	if err != nil {
 		d := deny(http.StatusBadRequest, ReasonBadPath, "Bad request: the path is malformed or ambiguous.\n")
@@ -209,8 +211,7 @@ func (e *Engine) check(ctx context.Context, r *in) *Decision {
 		}
 		return e.unauthenticated(ctx, r, ReasonInvalidSession)
 	case errors.Is(err, session.ErrOtherTenant):
-		e.log.InfoContext(ctx, "session of another tenant refused", "tenant", r.tenant)
-		e.audit(ctx, r, EventOtherTenant, nil)
+		e.audit(ctx, r, EventOtherTenant, nil) // the audit line says it; no second line
 		return deny(http.StatusForbidden, ReasonOtherTenant, "Forbidden: you cannot use a session from another tenant.\n")
 	case err != nil:
 		return e.storeError(ctx, err)

@@ -153,7 +153,6 @@ func (e *Engine) callback(ctx context.Context, r *in) *Decision {
 	if err != nil {
 		return e.storeError(ctx, err)
 	}
-	e.log.InfoContext(ctx, "login", "subject", rec.GetSubject(), "tenant", rec.GetTenant())
 	e.audit(ctx, r, EventLogin, s)
 	d := redirect(ReasonLoginComplete, ls.GetReturnPath(),
 		append([]string{e.setCookie(r, e.opt.CookieName, cookie, "/", 0)}, clear...)...)
