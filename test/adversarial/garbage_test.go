@@ -131,13 +131,18 @@ func TestRepeatedHTTPMessage(t *testing.T) {
 		}
 	}
 	// Invalid UTF-8 in proto3 strings: the generated decoder refuses the
-	// request; reported for information.
+	// request, and so does extauthz — never a decision on the valid rest.
 	for _, b := range [][]byte{
 		wrap(cat(hMethod("GET"), hPath("/home\xff"), hHost("localhost:8443"), hEntry("cookie", sc))),
 		wrap(cat(base, hEntry("cookie\xff", sc), hEntry("cookie", sc))),
 	} {
 		var m authv3.CheckRequest
-		t.Logf("invalid UTF-8: generated decoder: %v; extauthz: %s", proto.Unmarshal(b, &m), rawCheck(t, x, b))
+		if proto.Unmarshal(b, &m) == nil {
+			t.Fatal("the generated decoder accepts invalid UTF-8: the case is wrong")
+		}
+		if r := rawCheck(t, x, b); r.Allowed || r.Bearer() != "" {
+			t.Errorf("invalid UTF-8: extauthz allowed what the generated decoder refuses: %s", r)
+		}
 	}
 	// Malformed encodings: an error, no crash.
 	for _, b := range [][]byte{{0x0a}, {0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f}, {0xff}, msgField(1, []byte{0x22, 0x05, 0x12}), cat(wrap(base), []byte{0x0a, 0x80})} {
