@@ -81,31 +81,42 @@ func (s *Service) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.
 // tooLarge answers a check whose headers exceed the limit, without asking
 // the engine.
 func (s *Service) tooLarge(ctx context.Context, r *authz.Request) *authv3.CheckResponse {
+	return s.respond(ctx, r, true)
+}
+
+func (s *Service) check(ctx context.Context, r *authz.Request) *authv3.CheckResponse {
+	return s.respond(ctx, r, false)
+}
+
+func (s *Service) respond(ctx context.Context, r *authz.Request, tooLarge bool) *authv3.CheckResponse {
 	start := time.Now()
-	var end func(*authz.Request, *authz.Decision)
+	var hdr func(string) string
 	if s.tracer != nil {
-		ctx, end = s.tracer.StartCheck(ctx, "grpc", grpcHeaders(ctx))
+		hdr = grpcHeaders(ctx)
 	}
-	d := headersTooLarge()
-	if end != nil {
-		end(r, d)
-	}
+	d, ctx := decide(ctx, s.engine, s.tracer, "grpc", hdr, r, tooLarge)
 	observe(ctx, s.obs, s.log, "grpc", r, d, start)
 	return CheckResponse(d)
 }
 
-func (s *Service) check(ctx context.Context, r *authz.Request) *authv3.CheckResponse {
-	start := time.Now()
+// decide asks the engine — or answers 431 for a check over the header
+// limit, without it — inside the check's span when tracing is on (hdr reads
+// the trace context Envoy sent). It returns the context the span lives in.
+func decide(ctx context.Context, engine Engine, tracer Tracer, proto string, hdr func(string) string, r *authz.Request, tooLarge bool) (*authz.Decision, context.Context) {
 	var end func(*authz.Request, *authz.Decision)
-	if s.tracer != nil {
-		ctx, end = s.tracer.StartCheck(ctx, "grpc", grpcHeaders(ctx))
+	if tracer != nil {
+		ctx, end = tracer.StartCheck(ctx, proto, hdr)
 	}
-	d := s.engine.Check(ctx, r)
+	var d *authz.Decision
+	if tooLarge {
+		d = headersTooLarge()
+	} else {
+		d = engine.Check(ctx, r)
+	}
 	if end != nil {
 		end(r, d)
 	}
-	observe(ctx, s.obs, s.log, "grpc", r, d, start)
-	return CheckResponse(d)
+	return d, ctx
 }
 
 // grpcHeaders reads the check call's gRPC metadata, where Envoy puts the

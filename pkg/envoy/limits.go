@@ -142,19 +142,9 @@ func (j *joiner) done() {
 // limit, and answers 431 itself otherwise; traced, it returns the context
 // of the check's span (for the decision's log line).
 func (h *HTTPHandler) check(hr *http.Request, r *authz.Request, headerBytes int, proto string) (*authz.Decision, context.Context) {
-	ctx := hr.Context()
-	var end func(*authz.Request, *authz.Decision)
-	if h.tracer != nil {
-		ctx, end = h.tracer.StartCheck(ctx, proto, hr.Header.Get)
+	var hdr func(string) string
+	if h.tracer != nil { // a method value costs an allocation: only when tracing
+		hdr = hr.Header.Get
 	}
-	var d *authz.Decision
-	if headerBytes > h.maxHeaderBytes {
-		d = headersTooLarge()
-	} else {
-		d = h.engine.Check(ctx, r)
-	}
-	if end != nil {
-		end(r, d)
-	}
-	return d, ctx
+	return decide(hr.Context(), h.engine, h.tracer, proto, hdr, r, headerBytes > h.maxHeaderBytes)
 }
