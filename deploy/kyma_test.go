@@ -86,12 +86,7 @@ func TestKyma(t *testing.T) {
 				strict(t, f, d, &sb)
 				bindings[sb.Metadata.Name] = sb
 			case "security.istio.io/v1 AuthorizationPolicy":
-				var obj struct {
-					APIVersion string          `json:"apiVersion"`
-					Kind       string          `json:"kind"`
-					Metadata   objectMeta      `json:"metadata"`
-					Spec       json.RawMessage `json:"spec"`
-				}
+				var obj deploycheck.Raw
 				strict(t, f, d, &obj)
 				var ap securityv1beta1.AuthorizationPolicy
 				if err := protojson.Unmarshal(obj.Spec, &ap); err != nil {
@@ -108,12 +103,7 @@ func TestKyma(t *testing.T) {
 				}
 				policyPods = append(policyPods, ap.GetSelector().GetMatchLabels())
 			case "networking.istio.io/v1alpha3 EnvoyFilter":
-				var obj struct {
-					APIVersion string          `json:"apiVersion"`
-					Kind       string          `json:"kind"`
-					Metadata   objectMeta      `json:"metadata"`
-					Spec       json.RawMessage `json:"spec"`
-				}
+				var obj deploycheck.Raw
 				strict(t, f, d, &obj)
 				pods, err := envoyFilterNormalises(obj.Spec)
 				if err != nil {
@@ -169,12 +159,7 @@ func TestKyma(t *testing.T) {
 					t.Errorf("%s: extension providers %v, want an HTTP and a gRPC one", f, kinds)
 				}
 			case "networking.istio.io/v1 VirtualService":
-				var obj struct {
-					APIVersion string          `json:"apiVersion"`
-					Kind       string          `json:"kind"`
-					Metadata   objectMeta      `json:"metadata"`
-					Spec       json.RawMessage `json:"spec"`
-				}
+				var obj deploycheck.Raw
 				strict(t, f, d, &obj)
 				var vs networkingv1alpha3.VirtualService
 				if err := protojson.Unmarshal(obj.Spec, &vs); err != nil {
