@@ -53,16 +53,6 @@ func Require(t testing.TB) string {
 	return p
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // Start runs redis-server on a free loopback port with its data in a new
 // directory under dir; extra are more redis-server arguments ("--appendonly",
 // "yes", ...). The caller must Stop it.

@@ -44,7 +44,15 @@ func StartCluster(dir string, n int, extra ...string) (*Cluster, error) {
 	c := &Cluster{}
 	var addrs []string
 	for range n {
-		s, err := Start(dir, append([]string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"}, extra...)...)
+		// The bus port is reserved too (by default it is the port + 10000,
+		// which may be in the ephemeral range or another test's).
+		bus, err := FreePort()
+		if err != nil {
+			c.Stop()
+			return nil, err
+		}
+		s, err := Start(dir, append([]string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
+			"--cluster-port", strconv.Itoa(bus)}, extra...)...)
 		if err != nil {
 			c.Stop()
 			return nil, err
