@@ -39,7 +39,7 @@ func TestBenchSmoke(t *testing.T) {
 	var buf bytes.Buffer
 	err := bench(context.Background(), options{
 		sessions: 200, conc: "1,4", targetConc: 2, duration: 300 * time.Millisecond, rounds: 2,
-		jsonOut: out, logouts: 3, bound: 2 * time.Second,
+		jsonOut: out, steady: time.Second, logouts: 3, bound: 2 * time.Second,
 	}, &buf)
 	t.Log(buf.String())
 	if err != nil {
@@ -79,6 +79,9 @@ func TestBenchSmoke(t *testing.T) {
 		if x.Server != "redis" && x.CPUusPerCheck <= 0 {
 			t.Errorf("%s c=%d: no server CPU measured", x.Name, x.Concurrency)
 		}
+	}
+	if s := rep.Steady; s == nil || s.Checks == 0 || s.Errors != 0 || s.RedisCmdsPer >= 0.5 {
+		t.Errorf("steady state: %+v, want checks without errors, and the cache saving most Redis reads", s)
 	}
 	if len(rep.Propagation) != 2 {
 		t.Fatalf("%d propagation results, want 2", len(rep.Propagation))

@@ -262,6 +262,13 @@ func bench(ctx context.Context, o options, w io.Writer) (err error) {
 	}
 	noop.Close()
 
+	if o.steady > 0 {
+		fmt.Fprintf(w, "steady state: extauthz + cache alone under gRPC load for %s ...\n", o.steady)
+		if rep.Steady, err = steady(ctx, rdb, xc, reqs, 16, o.steady); err != nil {
+			return fmt.Errorf("steady state: %w", err)
+		}
+	}
+
 	if o.logouts > 0 {
 		for i, x := range []*e2e.Extauthz{xc, xn} {
 			cache := x == xc

@@ -218,7 +218,7 @@ func (m *Manager) newEntry(s *Session, stored []byte, sent int64, ttl time.Durat
 		deadline: time.Unix(s.Record.GetCreatedAt(), 0).Add(m.opt.MaxLifetime).UnixNano(),
 	}
 	e.expires.Store(sent + int64(ttl))
-	e.touchAt.Store(sent + m.cache.touchIvl)
+	e.touchAt.Store(m.cache.nextTouch(sent))
 	return e
 }
 

@@ -182,7 +182,7 @@ func (m *Manager) touchLoop(ctx context.Context) {
 		case err == nil && sealTag(stored) == e.tag:
 			c.touches.Add(1)
 			e.expires.Store(sent + int64(ttl))
-			e.touchAt.Store(sent + c.touchIvl)
+			e.touchAt.Store(c.nextTouch(sent))
 		case err == nil, errors.Is(err, ErrNotFound):
 			c.touches.Add(1)
 			c.drop(e) // changed or gone behind our back: read it again
