@@ -170,6 +170,11 @@ func (e *Engine) Check(ctx context.Context, r *Request) *Decision {
 		d.Tenant = tenant
 		return d
 	}
+	if !validMethod(r.Method) {
+		d := deny(http.StatusBadRequest, ReasonBadMethod, "Bad request: the method is malformed or ambiguous.\n")
+		d.Tenant = tenant
+		return d
+	}
 	d := e.check(ctx, &in{method: r.Method, scheme: r.Scheme, headers: r.Headers, host: host, tenant: tenant, path: path, query: query,
 		body: r.Body, clientAddr: r.ClientAddr})
 	d.Tenant = tenant

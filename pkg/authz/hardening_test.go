@@ -17,6 +17,52 @@ import (
 	"github.com/extauthz/extauthz/proto/sessionpb"
 )
 
+// A method spelled so that xs-app.json's upper-case httpMethods and scope
+// keys miss it, while the upstream may serve it as the upper-case method
+// ("delete" is DELETE to ASP.NET Core and Flask), is refused: never
+// decided by the next route or the scope's default.
+func TestMethodSpellingsCannotDodgeRoutes(t *testing.T) {
+	ctx := context.Background()
+	pol, err := policy.Parse([]byte(`{"routes":[
+		{"source":"^/admin/","httpMethods":["DELETE","POST"],"scope":"app.Admin"},
+		{"source":"^/admin/"},
+		{"source":"^/api/","scope":{"GET":"app.Viewer","DELETE":"app.Admin","default":"app.Viewer"}},
+		{"source":"^/public/","authenticationType":"none"}]}`), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, authz.Options{Policy: pol})
+	c := f.newSession(t, &sessionpb.Session{AccessToken: "tok", Scopes: []string{"app.Viewer"}, CsrfToken: "csrf"})
+	check := func(method, path, cookie string) *authz.Decision {
+		r := get(path, cookie, "x-csrf-token", "csrf")
+		r.Method = method
+		return f.engine.Check(ctx, r)
+	}
+	for _, m := range []string{"DELETE", "POST"} {
+		if d := check(m, "/admin/x", "JSESSIONID="+c); d.Allow || d.Reason != "missing_scope" {
+			t.Errorf("%s /admin/x without app.Admin: %d %s, want 403 missing_scope", m, d.Status, d.Reason)
+		}
+	}
+	if d := check("DELETE", "/api/x", "JSESSIONID="+c); d.Allow || d.Reason != "missing_scope" {
+		t.Errorf("DELETE /api/x without app.Admin: %d %s, want 403 missing_scope", d.Status, d.Reason)
+	}
+	for _, m := range []string{"delete", "Delete", "post", "pOST", "dElEtE", "", "GET ", " GET", "GET\x00", "G/T", "GET\r\nX", "(GET)", strings.Repeat("A", 33), "DELETE\xff"} {
+		for _, p := range []string{"/admin/x", "/api/x", "/public/x"} {
+			for _, cookie := range []string{"", "JSESSIONID=" + c} {
+				if d := check(m, p, cookie); d.Allow || d.Status != http.StatusBadRequest || d.Reason != "bad_method" {
+					t.Errorf("%q %s (cookie %v): %d %s, want 400 bad_method", m, p, cookie != "", d.Status, d.Reason)
+				}
+			}
+		}
+	}
+	// Extension methods in upper case are decided as usual.
+	for _, m := range []string{"PROPFIND", "M-SEARCH", "MKCALENDAR", "BASELINE-CONTROL"} {
+		if d := check(m, "/public/x", ""); !d.Allow {
+			t.Errorf("%s /public/x: %d %s, want allowed", m, d.Status, d.Reason)
+		}
+	}
+}
+
 // Route decisions are made on the path the upstream serves, whatever its
 // spelling; what cannot be read unambiguously is refused.
 func TestPathSpellingsCannotDodgeRoutes(t *testing.T) {

@@ -17,6 +17,7 @@ const (
 	// Hosts and paths.
 	ReasonUnknownHost Reason = "unknown_host" // a host not served here: 404
 	ReasonBadPath     Reason = "bad_path"     // a path that cannot be made unambiguous: 400
+	ReasonBadMethod   Reason = "bad_method"   // a method not upper-case, or not a token: 400
 	ReasonNoRoute     Reason = "no_route"     // no xs-app.json route: 404
 	// ReasonHeadersTooLarge: more header bytes than the limit (431). The
 	// adapters in pkg/envoy decide it, before the engine is asked.
@@ -63,7 +64,7 @@ const (
 func Reasons() []Reason {
 	return []Reason{
 		ReasonSession, ReasonPublicRoute,
-		ReasonUnknownHost, ReasonBadPath, ReasonNoRoute, ReasonHeadersTooLarge,
+		ReasonUnknownHost, ReasonBadPath, ReasonBadMethod, ReasonNoRoute, ReasonHeadersTooLarge,
 		ReasonNoSession, ReasonInvalidSession, ReasonTokenExpired, ReasonRefreshRejected, ReasonLoginRedirect,
 		ReasonOtherTenant, ReasonMissingScope, ReasonCSRF,
 		ReasonStoreUnavailable, ReasonIDPUnavailable, ReasonRefreshWait,

@@ -20,7 +20,7 @@ import (
 func TestReasons(t *testing.T) {
 	want := []string{
 		"session", "public_route",
-		"unknown_host", "bad_path", "no_route", "headers_too_large",
+		"unknown_host", "bad_path", "bad_method", "no_route", "headers_too_large",
 		"no_session", "invalid_session", "token_expired", "refresh_rejected", "login_redirect",
 		"other_tenant", "missing_scope", "csrf",
 		"store_unavailable", "idp_unavailable", "refresh_wait",

@@ -132,6 +132,7 @@ const xsApp = `{
     { "source": "^/viewer/", "scope": { "GET": "Viewer" }, "destination": "backend" },
     { "source": "^/withdefault/", "scope": { "GET": "Viewer", "default": "offline_access" }, "csrfProtection": false, "destination": "backend" },
     { "source": "^/api/", "csrfProtection": true, "destination": "backend" },
+    { "source": "^/deleteonly/", "httpMethods": ["DELETE"], "scope": "Admin", "csrfProtection": false, "destination": "backend" },
     { "source": "^/", "destination": "backend" }
   ]
 }`
