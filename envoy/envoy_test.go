@@ -138,3 +138,19 @@ func TestConfigWithoutBackchannelRouteFails(t *testing.T) {
 		}
 	}
 }
+
+// A body buffered beyond what extauthz accepts in a CheckRequest would fail
+// every check on that route (RESOURCE_EXHAUSTED): the test refuses it.
+func TestConfigWithALargerBodyFails(t *testing.T) {
+	doc, err := os.ReadFile("front-proxy-grpc.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := strings.Replace(string(doc), "with_request_body: { max_request_bytes: 65536 }", "with_request_body: { max_request_bytes: 1048576 }", 1)
+	if bad == string(doc) {
+		t.Fatal("front-proxy-grpc.yaml has no with_request_body of 65536 bytes")
+	}
+	if _, err := envoyconfig.Validate([]byte(bad)); err == nil || !strings.Contains(err.Error(), "max_request_bytes 1048576") {
+		t.Errorf("a 1 MiB with_request_body: err = %v", err)
+	}
+}

@@ -93,6 +93,10 @@ func Validate(doc []byte) (*Report, error) {
 			if x.GetMatch().GetPath() == BackchannelPath {
 				rep.Backchannel = backchannelRoute(x)
 			}
+		case *extauthzv3.BufferSettings:
+			if x.GetMaxRequestBytes() > authz.MaxBodyBytes {
+				return fmt.Errorf("%s: max_request_bytes %d: extauthz refuses a CheckRequest with a body over %d bytes (RESOURCE_EXHAUSTED, and Envoy's status_on_error)", path, x.GetMaxRequestBytes(), authz.MaxBodyBytes)
+			}
 		case *extauthzv3.ExtAuthz:
 			rep.ExtAuthzFilters++
 			if x.GetFailureModeAllow() {

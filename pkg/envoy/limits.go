@@ -21,12 +21,13 @@ const DefaultMaxHeaderBytes = 60 << 10
 
 const (
 	// maxBodyBytes is what a gRPC CheckRequest may carry beyond its
-	// headers for a body: Envoy's with_request_body buffers up to
-	// max_request_bytes (a few KiB in Envoy's and Istio's examples), and
-	// extauthz reads no body. A larger CheckRequest fails with
-	// RESOURCE_EXHAUSTED before it is read (Envoy then applies
-	// status_on_error).
-	maxBodyBytes = 1 << 20
+	// headers for a body: the most extauthz reads of one (the back-channel
+	// logout's form; the shipped configurations send it with
+	// with_request_body max_request_bytes 65536, on that route only). A
+	// larger CheckRequest fails with RESOURCE_EXHAUSTED before it is read
+	// (Envoy then applies status_on_error): each call in flight may hold a
+	// buffer of the size its message declares.
+	maxBodyBytes = authz.MaxBodyBytes
 	// maxAttributeBytes is the room for the rest of a CheckRequest: peers,
 	// certificates, metadata, context extensions.
 	maxAttributeBytes = 64 << 10

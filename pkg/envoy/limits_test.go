@@ -31,10 +31,10 @@ import (
 // (each entry: "cookie" + a 10-byte value, plus its protobuf framing).
 const floodEntries = 45_000
 
-func flood(cookie string) *authv3.CheckRequest {
+func flood(cookie string, entries int) *authv3.CheckRequest {
 	req := checkRequest("GET", "/app", nil)
-	hm := &corev3.HeaderMap{Headers: make([]*corev3.HeaderValue, 0, floodEntries+1)}
-	for i := range floodEntries {
+	hm := &corev3.HeaderMap{Headers: make([]*corev3.HeaderValue, 0, entries+1)}
+	for i := range entries {
 		hm.Headers = append(hm.Headers, &corev3.HeaderValue{Key: "cookie", RawValue: fmt.Appendf(nil, "c=%08d", i)})
 	}
 	hm.Headers = append(hm.Headers, &corev3.HeaderValue{Key: "cookie", RawValue: []byte("JSESSIONID=" + cookie)})
@@ -87,24 +87,31 @@ func TestHeaderFloodOverGRPC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := flood(cookie)
-	size := proto.Size(req)
-	if size < 900_000 || size > 1_000_000 {
-		t.Fatalf("the flood is %d bytes, want ~975 KB", size)
-	}
-
 	client := serveGRPC(t, svc)
+	// Over the header limit, within the message limit: 431, decided on the
+	// headers counted while they are read.
+	over := flood(cookie, floodEntries/8)
 	var resp *authv3.CheckResponse
-	took, alloc := measure(func() { resp, err = client.Check(context.Background(), req) })
+	took, alloc := measure(func() { resp, err = client.Check(context.Background(), over) })
 	if err != nil {
 		t.Fatal(err)
 	}
 	if d := resp.GetDeniedResponse(); d.GetStatus().GetCode() != 431 || resp.GetStatus().GetMessage() != "headers_too_large" {
 		t.Fatalf("flood over the limit: %v", resp)
 	}
-	t.Logf("%d-byte flood over the limit: 431 in %v, %d KB allocated", size, took, alloc>>10)
-	if took > 2*time.Second || alloc > 32<<20 {
+	t.Logf("%d-byte flood over the limit: 431 in %v, %d KB allocated", proto.Size(over), took, alloc>>10)
+	if took > 2*time.Second || alloc > 16<<20 {
 		t.Fatalf("flood over the limit took %v and %d MB", took, alloc>>20)
+	}
+	// Over the message limit: refused before it is read.
+	req := flood(cookie, floodEntries)
+	size := proto.Size(req)
+	if size < 900_000 || size > 1_000_000 {
+		t.Fatalf("the flood is %d bytes, want ~975 KB", size)
+	}
+	took, _ = measure(func() { _, err = client.Check(context.Background(), req) })
+	if status.Code(err) != codes.ResourceExhausted || took > 2*time.Second {
+		t.Fatalf("a %d-byte flood: %v after %v, want RESOURCE_EXHAUSTED at once", size, err, took)
 	}
 
 	raised, _ := newService(t, mem)
@@ -129,14 +136,14 @@ func TestGRPCMessageLimit(t *testing.T) {
 	svc, _ := newService(t, session.NewMemoryStore(nil))
 	client := serveGRPC(t, svc)
 	req := checkRequest("POST", "/upload", nil)
-	req.Attributes.Request.Http.Body = strings.Repeat("x", 2<<20)
+	req.Attributes.Request.Http.Body = strings.Repeat("x", 200<<10)
 	_, err := client.Check(context.Background(), req)
 	if status.Code(err) != codes.ResourceExhausted {
-		t.Fatalf("a 2 MiB CheckRequest: %v, want RESOURCE_EXHAUSTED", err)
+		t.Fatalf("a CheckRequest with a 200 KiB body: %v, want RESOURCE_EXHAUSTED", err)
 	}
-	req.Attributes.Request.Http.Body = strings.Repeat("x", 512<<10) // a buffered body Envoy may send
+	req.Attributes.Request.Http.Body = strings.Repeat("x", authz.MaxBodyBytes) // what the shipped configurations buffer at most
 	if resp, err := client.Check(context.Background(), req); err != nil || resp.GetDeniedResponse().GetStatus().GetCode() != 401 {
-		t.Fatalf("a 512 KiB body: %v %v", resp, err)
+		t.Fatalf("a %d-byte body: %v %v", authz.MaxBodyBytes, resp, err)
 	}
 }
 

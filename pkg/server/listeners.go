@@ -29,7 +29,17 @@ type Timeouts struct {
 	Read time.Duration
 	// Idle: a kept-alive connection between requests (default 2m).
 	Idle time.Duration
+	// ConnectionAge: a gRPC connection gets GOAWAY after this (default 5m,
+	// ±10%), and its calls then have Read to finish. Envoy opens a new one
+	// at once; a call stalled in the middle of its message cannot hold its
+	// memory longer, and connections spread over replicas added since.
+	ConnectionAge time.Duration
 }
+
+// MaxConcurrentStreams bounds the calls in flight on one gRPC connection
+// (each may hold a CheckRequest's buffer); Envoy opens another connection
+// when it needs more.
+const MaxConcurrentStreams = 256
 
 // DefaultMaxHeaderBytes bounds a request's head on the HTTP listener
 // (request line and headers; net/http allows 4 KiB more). Envoy's own
@@ -45,6 +55,9 @@ func (t Timeouts) withDefaults() Timeouts {
 	}
 	if t.Idle <= 0 {
 		t.Idle = 2 * time.Minute
+	}
+	if t.ConnectionAge <= 0 {
+		t.ConnectionAge = 5 * time.Minute
 	}
 	return t
 }
@@ -80,14 +93,17 @@ func limitListener(l net.Listener, n int) net.Listener {
 }
 
 // grpcBounds are the gRPC listener's counterpart of the HTTP timeouts: a
-// connection must finish its handshake within ReadHeader and is closed after
-// Idle without a call, and a panic in a check fails that check (Internal:
-// Envoy applies its status_on_error), not the process.
+// connection must finish its handshake within ReadHeader, is closed after
+// Idle without a call, and after ConnectionAge (plus Read for its calls) in
+// any case; it carries at most MaxConcurrentStreams calls at once. A panic
+// in a check fails that check (Internal: Envoy applies its status_on_error),
+// not the process.
 func grpcBounds(t Timeouts, log *slog.Logger) []grpc.ServerOption {
 	t = t.withDefaults()
 	return []grpc.ServerOption{
 		grpc.ConnectionTimeout(t.ReadHeader),
-		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: t.Idle}),
+		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: t.Idle, MaxConnectionAge: t.ConnectionAge, MaxConnectionAgeGrace: t.Read}),
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
 			defer func() {
 				if p := recover(); p != nil {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -12,19 +13,21 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 )
 
 // serveListeners runs the server with short timeouts and returns the HTTP
 // and admin addresses.
-func serveListeners(t *testing.T, timeouts Timeouts) (httpAddr, adminAddr string) {
+func serveListeners(t *testing.T, timeouts Timeouts) (httpAddr, adminAddr, grpcAddr string) {
 	t.Helper()
-	h, a := listen(t), listen(t)
+	h, a, g := listen(t), listen(t), listen(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		done <- Run(ctx, Options{
-			GRPC: listen(t), HTTP: h, Admin: a, Register: func(grpc.ServiceRegistrar) {}, Ready: func(context.Context) error { return nil },
+			GRPC: g, HTTP: h, Admin: a, Register: func(grpc.ServiceRegistrar) {}, Ready: func(context.Context) error { return nil },
 			HTTPHandler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }),
 			Metrics:     http.NotFoundHandler(), ShutdownTimeout: time.Second, Timeouts: timeouts,
 			Log: slog.New(slog.NewTextHandler(t.Output(), nil)),
@@ -36,7 +39,7 @@ func serveListeners(t *testing.T, timeouts Timeouts) (httpAddr, adminAddr string
 			t.Error(err)
 		}
 	})
-	return h.Addr().String(), a.Addr().String()
+	return h.Addr().String(), a.Addr().String(), g.Addr().String()
 }
 
 // closedWithin says whether the server closes c within d (reading what it
@@ -67,7 +70,7 @@ func dial(t *testing.T, addr string) net.Conn {
 // that sends its body slowly are all closed by the server in bounded time.
 func TestIdleConnectionsAreClosed(t *testing.T) {
 	timeouts := Timeouts{ReadHeader: 300 * time.Millisecond, Read: 600 * time.Millisecond, Idle: 300 * time.Millisecond}
-	httpAddr, adminAddr := serveListeners(t, timeouts)
+	httpAddr, adminAddr, _ := serveListeners(t, timeouts)
 	for name, addr := range map[string]string{"http": httpAddr, "admin": adminAddr} {
 		path := "/app"
 		if name == "admin" {
@@ -113,9 +116,80 @@ func TestIdleConnectionsAreClosed(t *testing.T) {
 	}
 }
 
+// TestGRPCStalledCallsAreBounded: calls that declare a message and never
+// send it (each may hold a buffer of the declared size) are at most
+// MaxConcurrentStreams per connection, and their connection is closed
+// after ConnectionAge plus Read, although it is never idle.
+func TestGRPCStalledCallsAreBounded(t *testing.T) {
+	timeouts := Timeouts{ReadHeader: time.Second, Read: 300 * time.Millisecond, Idle: time.Hour, ConnectionAge: 500 * time.Millisecond}
+	_, _, grpcAddr := serveListeners(t, timeouts)
+	c := dial(t, grpcAddr)
+	io.WriteString(c, http2.ClientPreface)
+	fr := http2.NewFramer(c, c)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for i := range MaxConcurrentStreams + 50 {
+		hb.Reset()
+		for _, kv := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":path", "/grpc.health.v1.Health/Check"},
+			{":authority", "x"}, {"content-type", "application/grpc"}, {"te", "trailers"}} {
+			enc.WriteField(hpack.HeaderField{Name: kv[0], Value: kv[1]})
+		}
+		id := uint32(2*i + 1)
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndHeaders: true})
+		fr.WriteData(id, false, []byte{0, 0, 0, 0x40, 0}) // a 16 KiB message, never sent
+	}
+	start := time.Now()
+	c.SetReadDeadline(start.Add(10 * time.Second))
+	var advertised uint32
+	refused, goaway := 0, false
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("a connection of stalled calls still open after %v", time.Since(start))
+			}
+			break // closed
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if v, ok := f.Value(http2.SettingMaxConcurrentStreams); ok {
+				advertised = v
+			}
+			if !f.IsAck() {
+				fr.WriteSettingsAck()
+			}
+		case *http2.RSTStreamFrame:
+			if f.ErrCode == http2.ErrCodeRefusedStream || f.ErrCode == http2.ErrCodeProtocol {
+				refused++
+			}
+		case *http2.GoAwayFrame:
+			goaway = true
+		case *http2.PingFrame:
+			if !f.IsAck() {
+				fr.WritePing(true, f.Data)
+			}
+		}
+	}
+	took := time.Since(start)
+	if advertised != MaxConcurrentStreams {
+		t.Errorf("SETTINGS_MAX_CONCURRENT_STREAMS %d, want %d", advertised, MaxConcurrentStreams)
+	}
+	if refused < 50 {
+		t.Errorf("%d of %d streams over the limit refused", refused, 50)
+	}
+	if !goaway {
+		t.Error("no GOAWAY before the close")
+	}
+	t.Logf("%d stalled calls: %d refused, connection closed after %v (age %v + grace %v)", MaxConcurrentStreams+50, refused, took, timeouts.ConnectionAge, timeouts.Read)
+}
+
 // TestHTTPHeaderLimit: a request head over the limit gets 431 at once.
 func TestHTTPHeaderLimit(t *testing.T) {
-	httpAddr, _ := serveListeners(t, Timeouts{})
+	httpAddr, _, _ := serveListeners(t, Timeouts{})
 	c := dial(t, httpAddr)
 	go io.WriteString(c, "GET /app HTTP/1.1\r\nHost: x\r\nX-Big: "+strings.Repeat("b", 200<<10)+"\r\n\r\n")
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
