@@ -17,9 +17,15 @@ import (
 )
 
 // stateCookieName is the cookie that carries one login's sealed state. Each
-// login has its own, so logins in several tabs do not undo each other.
+// login has its own, so logins in several tabs do not undo each other. Its
+// path is the callback's, so a session cookie named __Host-… (which
+// browsers keep only with Path=/) lends it __Secure- instead.
 func (e *Engine) stateCookieName(state string) string {
-	return e.opt.CookieName + "_login_" + state[:10]
+	name := e.opt.CookieName
+	if len(name) >= len("__Host-") && strings.EqualFold(name[:len("__Host-")], "__Host-") {
+		name = "__Secure-" + name[len("__Host-"):]
+	}
+	return name + "_login_" + state[:10]
 }
 
 // maxReturnTarget bounds the return path kept in the state cookie; a longer

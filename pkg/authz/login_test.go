@@ -194,3 +194,34 @@ func TestFailedLoginLeadsBackToTheAskedPage(t *testing.T) {
 		t.Fatalf("unknown login: %d %q, want a link to /", d.Status, d.Body)
 	}
 }
+
+// A session cookie named __Host-… (which browsers keep only Secure, with
+// Path=/ and no Domain) must not break the login: the state cookie, whose
+// path is the callback's, is named __Secure-… instead.
+func TestHostPrefixedCookieName(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, authz.Options{CookieName: "__Host-sid"})
+	d := f.engine.Check(ctx, get("/orders", ""))
+	loc, _ := url.Parse(header(d, "location"))
+	sc := headers(d, "set-cookie")[0]
+	if !strings.HasPrefix(sc, "__Secure-sid_login_") || !strings.Contains(sc, "Path=/login/callback") || !strings.Contains(sc, "Secure") {
+		t.Fatalf("state cookie %q: want __Secure-sid_login_…, Secure, on the callback's path", sc)
+	}
+	nameValue, _, _ := strings.Cut(sc, ";")
+	d = f.engine.Check(ctx, get("/login/callback?"+url.Values{"code": {"c1"}, "state": {loc.Query().Get("state")}}.Encode(), nameValue))
+	if d.Status != http.StatusFound {
+		t.Fatalf("callback with the __Secure- state cookie: %d %s %q", d.Status, d.Reason, d.Body)
+	}
+	var session string
+	for _, c := range headers(d, "set-cookie") {
+		if v, ok := strings.CutPrefix(c, "__Host-sid="); ok {
+			if !strings.Contains(c, "Path=/;") && !strings.HasSuffix(c, "Path=/") || !strings.Contains(c, "Secure") || strings.Contains(c, "Domain") {
+				t.Fatalf("session cookie %q: a browser drops a __Host- cookie without Secure and Path=/, or with a Domain", c)
+			}
+			session, _, _ = strings.Cut(v, ";")
+		}
+	}
+	if d := f.engine.Check(ctx, get("/orders", "__Host-sid="+session)); !d.Allow {
+		t.Fatalf("with the __Host-sid cookie: %d %s", d.Status, d.Reason)
+	}
+}

@@ -229,6 +229,8 @@ func TestInvalid(t *testing.T) {
 		{"COOKIES unknown field", nil, env("COOKIES", `{"Domain":"x"}`),
 			[]string{`COOKIES: must be JSON such as {"SameSite":"None","Partitioned":true}: json: unknown field "Domain"`}},
 		{"cookie name", nil, env("SESSION_COOKIE_NAME", "a b"), []string{`SESSION_COOKIE_NAME: "a b" is not a valid cookie name`}},
+		{"__Host- cookie without Secure", nil, env("SESSION_COOKIE_NAME", "__Host-sid", "SECURE_SESSION_COOKIE", "false"),
+			[]string{`SESSION_COOKIE_NAME: "__Host-sid": browsers keep a cookie whose name starts with __Host- or __Secure- only when it is Secure, but SECURE_SESSION_COOKIE is false`}},
 		{"plain http issuer", nil, env("EXTAUTHZ_OIDC_ISSUER", "http://idp.example", "EXTAUTHZ_OIDC_CLIENT_ID", "c"),
 			[]string{`EXTAUTHZ_OIDC_ISSUER: "http://idp.example": plain http is accepted only on loopback addresses`}},
 		{"issuer without client", []string{"--oidc-issuer", "https://idp.example"}, env(),

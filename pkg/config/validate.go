@@ -51,6 +51,9 @@ func (c *Config) Validate() Problems {
 	if c.SameSite == http.SameSiteNoneMode && c.SecureCookie == session.SecureNever {
 		bad("cookies", "SameSite=None needs Secure cookies, but SECURE_SESSION_COOKIE is false")
 	}
+	if c.SecureCookie == session.SecureNever && (hasPrefixFold(c.CookieName, "__Host-") || hasPrefixFold(c.CookieName, "__Secure-")) {
+		bad("session-cookie-name", "%q: browsers keep a cookie whose name starts with __Host- or __Secure- only when it is Secure, but SECURE_SESSION_COOKIE is false", c.CookieName)
+	}
 	if c.SessionTimeout <= 0 {
 		bad("session-timeout", "must be positive")
 	}
@@ -143,4 +146,10 @@ func checkIssuer(issuer string) error {
 	default:
 		return fmt.Errorf("%q: scheme must be https", issuer)
 	}
+}
+
+// hasPrefixFold is strings.HasPrefix without regard to ASCII case (as
+// browsers match cookie name prefixes).
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }

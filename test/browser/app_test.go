@@ -13,6 +13,10 @@ import (
 
 const sessionCookie = "JSESSIONID"
 
+// hostCookie is the session cookie's name in the __Host- variant of
+// TestCookiesAsStored.
+const hostCookie = "__Host-sid"
+
 // xsApp is the app's xs-app.json: the page after logout is public, every
 // other path needs a login.
 const xsApp = `{
@@ -46,7 +50,7 @@ func echo(r *http.Request) apiEcho {
 		SecFetchSite: r.Header.Get("Sec-Fetch-Site"), SecFetchDest: r.Header.Get("Sec-Fetch-Dest"),
 	}
 	for _, c := range r.Cookies() {
-		e.SessionCookie = e.SessionCookie || c.Name == sessionCookie
+		e.SessionCookie = e.SessionCookie || c.Name == sessionCookie || c.Name == hostCookie
 	}
 	return e
 }

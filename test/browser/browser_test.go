@@ -274,10 +274,14 @@ func TestCookiesAsStored(t *testing.T) {
 		tls    bool
 		env    []string
 		secure bool
+		cookie string // the session cookie's name
 	}{
-		{"http default Secure", false, nil, true},
-		{"https default Secure", true, nil, true},
-		{"http SECURE_SESSION_COOKIE=false", false, []string{"SECURE_SESSION_COOKIE", "false"}, false},
+		{"http default Secure", false, nil, true, sessionCookie},
+		{"https default Secure", true, nil, true, sessionCookie},
+		{"http SECURE_SESSION_COOKIE=false", false, []string{"SECURE_SESSION_COOKIE", "false"}, false, sessionCookie},
+		// A __Host- name (kept only Secure, Path=/, no Domain): the state
+		// cookie, on the callback's path, is __Secure-sid_login_….
+		{"https __Host- session cookie", true, []string{"SESSION_COOKIE_NAME", hostCookie}, true, hostCookie},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newStack(t, stackOptions{TLS: tc.tls, Env: tc.env})
@@ -305,16 +309,19 @@ func TestCookiesAsStored(t *testing.T) {
 				t.Fatalf("%d state cookies during the login, want 1", len(st))
 			}
 			check(st[0], "/login/callback")
+			if tc.cookie == hostCookie && !strings.HasPrefix(st[0].Name, "__Secure-sid_login_") {
+				t.Errorf("state cookie %s, want __Secure-sid_login_…", st[0].Name)
+			}
 			if left := time.Until(time.Unix(int64(st[0].Expires), 0)); st[0].Session || left < 170*time.Second || left > 181*time.Second {
 				t.Errorf("state cookie: session %v, expires in %s, want about 180s", st[0].Session, left)
 			}
-			if c := cookieNamed(b.cookies(urls...), sessionCookie); c != nil {
+			if c := cookieNamed(b.cookies(urls...), tc.cookie); c != nil {
 				t.Fatalf("a session cookie before the login: %+v", c)
 			}
 
 			b.login("frank", s.URL+"/orders")
 			all := b.cookies(urls...)
-			c := cookieNamed(all, sessionCookie)
+			c := cookieNamed(all, tc.cookie)
 			if c == nil {
 				t.Fatalf("no session cookie after the login: %+v", all)
 			}

@@ -295,7 +295,7 @@ func cookieNamed(cs []*network.Cookie, name string) *network.Cookie {
 func stateCookies(cs []*network.Cookie) []*network.Cookie {
 	var out []*network.Cookie
 	for _, c := range cs {
-		if strings.HasPrefix(c.Name, sessionCookie+"_login_") {
+		if strings.Contains(c.Name, "_login_") {
 			out = append(out, c)
 		}
 	}
