@@ -45,6 +45,14 @@ const (
 	auditBurst = 100
 )
 
+// The warning that the identity provider cannot be reached is written at
+// most idpWarnRate a second after a burst of idpWarnBurst, with the count of
+// those dropped: during an outage every login and refresh meets it.
+const (
+	idpWarnRate  = 1
+	idpWarnBurst = 10
+)
+
 type auditLimit struct {
 	lim     *rate.Limiter
 	dropped atomic.Int64

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/singleflight"
+	"golang.org/x/time/rate"
 
 	"github.com/extauthz/extauthz/pkg/idp"
 	"github.com/extauthz/extauthz/pkg/policy"
@@ -91,6 +92,8 @@ type Engine struct {
 	log       *slog.Logger
 	// auditLimits bound the audit lines anyone can set off (audit.go).
 	auditLimits map[Event]*auditLimit
+	// idpWarnings bound the "identity provider unavailable" warnings.
+	idpWarnings *auditLimit
 	// waits shares, per session, the wait for another request's refresh.
 	waits singleflight.Group
 }
@@ -132,7 +135,8 @@ func New(sessions *session.Manager, providers Providers, tenants Tenants, opt Op
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	return &Engine{sessions: sessions, providers: providers, tenants: tenants, opt: opt, log: log, auditLimits: newAuditLimits()}
+	return &Engine{sessions: sessions, providers: providers, tenants: tenants, opt: opt, log: log, auditLimits: newAuditLimits(),
+		idpWarnings: &auditLimit{lim: rate.NewLimiter(idpWarnRate, idpWarnBurst)}}
 }
 
 // StaticProvider serves one provider for every tenant (single-tenant mode).

@@ -123,7 +123,6 @@ func (e *Engine) callback(ctx context.Context, r *in) *Decision {
 	}
 	tok, err := p.Exchange(ctx, code, ls.GetPkceVerifier(), ls.GetRedirectUri(), ls.GetNonce())
 	if errors.Is(err, idp.ErrRejected) {
-		e.log.InfoContext(ctx, "login rejected", "error", err)
 		e.audit(ctx, r, EventLoginFailed, nil, slog.String("error", err.Error()))
 		return withCookies(pageWith(http.StatusBadRequest, ReasonCallbackRejected, "Login failed", "The identity provider did not accept this login.", again), clear)
 	}
@@ -231,7 +230,21 @@ func (e *Engine) logout(ctx context.Context, r *in) *Decision {
 }
 
 func (e *Engine) idpUnavailable(ctx context.Context, err error) *Decision {
-	e.log.WarnContext(ctx, "identity provider unavailable", "error", err)
+	if errors.Is(err, idp.ErrUnknownTenant) {
+		// A host that matches TENANT_HOST_PATTERN but names no tenant of
+		// the provider: not served here, and no alarm (anyone can send it).
+		e.log.DebugContext(ctx, "unknown tenant", "error", err)
+		return deny(http.StatusNotFound, ReasonUnknownHost, "Not found: this host is not served here.\n")
+	}
+	if l := e.idpWarnings; l.lim.Allow() {
+		attrs := []any{"error", err}
+		if n := l.dropped.Swap(0); n > 0 {
+			attrs = append(attrs, "suppressed", n)
+		}
+		e.log.WarnContext(ctx, "identity provider unavailable", attrs...)
+	} else {
+		l.dropped.Add(1)
+	}
 	d := page(http.StatusBadGateway, ReasonIDPUnavailable, "Login unavailable",
 		"The identity provider cannot be reached. Try again shortly.")
 	d.Response = append(d.Response, Header{"retry-after", "5"})

@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -141,8 +142,8 @@ func observe(ctx context.Context, obs Observer, log *slog.Logger, proto string, 
 	if log.Enabled(ctx, slog.LevelDebug) {
 		path, _, _ := strings.Cut(r.Path, "?")
 		attrs := []slog.Attr{
-			slog.String("protocol", proto), slog.String("method", r.Method), slog.String("host", r.Host),
-			slog.String("path", path), slog.Bool("allow", d.Allow), slog.Int("status", d.Status),
+			slog.String("protocol", proto), slog.String("method", clip(r.Method, 32)), slog.String("host", clip(r.Host, 256)),
+			slog.String("path", clip(path, 512)), slog.Bool("allow", d.Allow), slog.Int("status", d.Status),
 			slog.String("reason", string(d.Reason)), slog.String("tenant", d.Tenant), slog.Duration("took", took),
 		}
 		if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
@@ -150,6 +151,15 @@ func observe(ctx context.Context, obs Observer, log *slog.Logger, proto string, 
 		}
 		log.LogAttrs(ctx, slog.LevelDebug, "check", attrs...)
 	}
+}
+
+// clip shortens what a client sent to n bytes for a log line, saying how
+// long it was.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…(" + strconv.Itoa(len(s)) + " bytes)"
 }
 
 // requestFromCheck reads what the engine needs from a CheckRequest, and

@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -32,6 +33,11 @@ type discoverer interface {
 // ErrBusy means a tenant's provider could not be fetched now: as many
 // fetches for unproven tenants as allowed are running. Try again shortly.
 var ErrBusy = errors.New("identity provider: too many fetches for new tenants at once; try again shortly")
+
+// ErrUnknownTenant: an unproven tenant whose issuer does not exist
+// (ErrNoSuchIssuer): a host that names no tenant of the provider, not a
+// provider that is down.
+var ErrUnknownTenant = errors.New("identity provider: no such tenant")
 
 // Registry holds one Client per tenant, built and discovered on first use
 // (once, however many requests ask at the same time) and kept for a while.
@@ -228,6 +234,9 @@ func (r *Registry) load(ctx context.Context, tenant string) (*tenantClient, erro
 		r.unproven.add(e)
 	}
 	if err != nil {
+		if tenant != "" && errors.Is(err, ErrNoSuchIssuer) && r.unproven.get(tenant) == e {
+			err = fmt.Errorf("%w %q: %w", ErrUnknownTenant, tenant, err)
+		}
 		e.err, e.retryAt = err, now.Add(r.opt.RetryAfter)
 		if e.c != nil {
 			return e.c, nil

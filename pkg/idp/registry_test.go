@@ -359,3 +359,38 @@ func TestProviderRemembersDiscoveryFailure(t *testing.T) {
 		t.Fatalf("%d discovery fetches, want 1 per RetryAfter (2)", n)
 	}
 }
+
+// TestUnknownTenantIsNotAnOutage: a tenant the provider does not know (its
+// discovery document is not found) is ErrUnknownTenant, also from memory;
+// a provider that is down is not, nor is a proven tenant whose discovery
+// is not found later (a misconfigured or broken provider, not a stranger).
+func TestUnknownTenantIsNotAnOutage(t *testing.T) {
+	ctx := context.Background()
+	idp := newTenantIdP(t, "acme", "globex")
+	c := newClock()
+	r := idp.registry(RegistryOptions{TTL: time.Minute}, c)
+	for range 3 {
+		if _, err := r.Provider(ctx, "stranger"); !errors.Is(err, ErrUnknownTenant) || !errors.Is(err, ErrNoSuchIssuer) {
+			t.Fatalf("a tenant the provider answers 404 for: %v, want ErrUnknownTenant", err)
+		}
+	}
+	if n := idp.count(idp.discovery, "stranger"); n != 1 {
+		t.Fatalf("%d discovery fetches for the unknown tenant, want 1 (remembered)", n)
+	}
+	idp.mu.Lock()
+	idp.failAll["globex"] = true
+	idp.mu.Unlock()
+	if _, err := r.Provider(ctx, "globex"); err == nil || errors.Is(err, ErrUnknownTenant) || errors.Is(err, ErrNoSuchIssuer) {
+		t.Fatalf("a provider answering 503: %v, want an outage", err)
+	}
+	if err := login(ctx, r, "acme", "good"); err != nil {
+		t.Fatal(err)
+	}
+	idp.mu.Lock()
+	delete(idp.known, "acme")
+	idp.mu.Unlock()
+	c.advance(2 * time.Minute) // due for a rebuild, which fails
+	if _, err := r.Provider(ctx, "acme"); err != nil {
+		t.Fatalf("a proven tenant whose rebuild fails keeps its client: %v", err)
+	}
+}

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,6 +33,14 @@ const (
 // maxResponseBytes bounds what is read of any answer of a provider
 // (discovery documents, key sets and token responses are a few KiB).
 const maxResponseBytes = 1 << 20
+
+// ErrNoSuchIssuer: the issuer's host does not resolve, or its discovery
+// document is not found (404, 410): a tenant the provider does not know,
+// not a provider that is down.
+var ErrNoSuchIssuer = errors.New("no such issuer")
+
+// discoveryPath ends the URL of an issuer's discovery document.
+const discoveryPath = "/.well-known/openid-configuration"
 
 // guardTransport is a provider's HTTP transport. A GET (discovery, keys)
 // that failed — no answer, or an answer other than 200 — fails again from
@@ -95,6 +105,18 @@ func (t *guardTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 	}
 	resp, err := t.next.RoundTrip(req)
+	if get && strings.HasSuffix(req.URL.Path, discoveryPath) {
+		// An issuer that does not exist: its host is unknown, or it has no
+		// discovery document (a tenant its provider does not know).
+		var dns *net.DNSError
+		switch {
+		case err != nil && errors.As(err, &dns) && dns.IsNotFound:
+			err = fmt.Errorf("%w: %w", ErrNoSuchIssuer, err)
+		case err == nil && (resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone):
+			resp.Body.Close()
+			resp, err = nil, fmt.Errorf("%w: %s answered %s", ErrNoSuchIssuer, req.URL.Redacted(), resp.Status)
+		}
+	}
 	if get {
 		switch {
 		case err != nil:

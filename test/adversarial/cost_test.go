@@ -205,8 +205,8 @@ func TestTenantFlood(t *testing.T) {
 	r := viaGRPC(x, navigation(probe+".app.localhost:8443", "/"))
 	_, k := idpRouter.fetches(probe)
 	t.Logf("one login on an unknown tenant: %s; outbound fetches: %d", r, k)
-	if r.Allowed || r.Status < 400 || r.Status == http.StatusFound {
-		t.Errorf("a login on a tenant whose identity provider 404s: %s, want an error page", r)
+	if r.Allowed || r.Status != http.StatusNotFound {
+		t.Errorf("a login on a tenant whose identity provider 404s: %s, want 404 (no such tenant, not an outage)", r)
 	}
 	if k < 1 {
 		t.Fatalf("the unknown tenant's identity provider was never asked: the measurement is void")
@@ -260,6 +260,14 @@ func TestTenantFlood(t *testing.T) {
 	}
 	if db1 != db0 {
 		t.Errorf("random tenants added %d Redis keys, want 0", db1-db0)
+	}
+	// Unknown tenants are not an outage: no warning, no idp_unavailable
+	// (which the shipped alerts page on).
+	if n := strings.Count(readFile(x.logPath), "identity provider unavailable"); n > 0 {
+		t.Errorf("random tenants wrote %d \"identity provider unavailable\" warnings, want 0", n)
+	}
+	if strings.Contains(joined, `reason="idp_unavailable"`) {
+		t.Error("random tenants counted as idp_unavailable")
 	}
 	// The known tenant still logs in, and its session works.
 	b, cookie := loginAt(t, x, tenantApp, "bob@tenant-a.example")
