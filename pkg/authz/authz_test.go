@@ -121,6 +121,13 @@ func TestCookieAttributes(t *testing.T) {
 	if got := loc.Query().Get("redirect_uri"); got != "https://localhost:8080/login/callback" {
 		t.Errorf("redirect_uri %q", got)
 	}
+	// Of an appended x-forwarded-proto, the last value is the proxy's: a
+	// client's "https" before it does not make plain http look secure.
+	d = f.engine.Check(context.Background(), &authz.Request{Method: "GET", Scheme: "http", Host: "localhost:8080", Path: "/",
+		Headers: map[string]string{"x-forwarded-proto": "https, http"}})
+	if sc := headers(d, "set-cookie")[0]; strings.Contains(sc, "Secure") {
+		t.Errorf("x-forwarded-proto \"https, http\" (auto, trusted): cookie %q must not be Secure", sc)
+	}
 	// auto believes x-forwarded-proto only from a trusted proxy.
 	f = newFixture(t, authz.Options{SecureCookie: session.SecureAuto})
 	d = f.engine.Check(context.Background(), &authz.Request{Method: "GET", Scheme: "http", Host: "localhost:8080", Path: "/",

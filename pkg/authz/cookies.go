@@ -85,12 +85,15 @@ func loopbackHost(host string) bool {
 	return name == "localhost" || strings.HasSuffix(name, ".localhost")
 }
 
-// scheme is the scheme the browser used: x-forwarded-proto (first hop) when
-// the proxy that sets it is trusted, else what the proxy saw.
+// scheme is the scheme the browser used: x-forwarded-proto (its last value,
+// the one the proxy next to us set or appended) when that proxy is trusted,
+// else what the proxy saw.
 func (e *Engine) scheme(r *in) string {
 	if e.opt.TrustForwardedProto {
 		if p := r.headers["x-forwarded-proto"]; p != "" {
-			p, _, _ = strings.Cut(p, ",")
+			if i := strings.LastIndexByte(p, ','); i >= 0 {
+				p = p[i+1:]
+			}
 			if p = strings.ToLower(strings.TrimSpace(p)); p == "https" || p == "http" {
 				return p
 			}

@@ -130,9 +130,9 @@ var settings = []setting{
 			}
 			return nil
 		}},
-	{"trust-forwarded-host", "EXTAUTHZ_TRUST_FORWARDED_HOST", "false", "the request's host is x-forwarded-host (only behind a proxy that sets it and drops the client's)", false,
+	{"trust-forwarded-host", "EXTAUTHZ_TRUST_FORWARDED_HOST", "false", "the request's host is x-forwarded-host, its last value (only behind a proxy that sets it or appends to it)", false,
 		func(c *Config, v string) error { return boolean(&c.TrustForwardedHost, v) }},
-	{"trust-forwarded-proto", "EXTAUTHZ_TRUST_FORWARDED_PROTO", "false", "the browser's scheme is x-forwarded-proto, for URLs and SECURE_SESSION_COOKIE=auto (only behind a proxy that sets it and drops the client's)", false,
+	{"trust-forwarded-proto", "EXTAUTHZ_TRUST_FORWARDED_PROTO", "false", "the browser's scheme is x-forwarded-proto, its last value, for URLs and SECURE_SESSION_COOKIE=auto (only behind a proxy that sets it or appends to it)", false,
 		func(c *Config, v string) error { return boolean(&c.TrustForwardedProto, v) }},
 	{"xs-app", "EXTAUTHZ_XS_APP", "", "approuter's xs-app.json: routes, authenticationType, scopes, CSRF, login and logout (default: ./xs-app.json when present)", false,
 		func(c *Config, v string) error {

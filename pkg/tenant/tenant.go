@@ -114,7 +114,7 @@ func (r *Resolver) LoopbackOnly() bool {
 // used only when trusted. The error is ErrBadHost or ErrUnknownHost.
 func (r *Resolver) Resolve(host, forwardedHost string) (canonical, tenant string, err error) {
 	if r.trustForwardedHost && forwardedHost != "" {
-		host, _, _ = strings.Cut(forwardedHost, ",")
+		host = lastValue(forwardedHost)
 	}
 	name, port, ok := splitHost(host)
 	if !ok {
@@ -218,4 +218,14 @@ func validLabel(s string) bool {
 		}
 	}
 	return true
+}
+
+// lastValue is the last of a header's comma-separated values: the one the
+// proxy next to us set or appended. The first may be the client's own,
+// kept by a proxy that appends (Envoy's append_x_forwarded_host).
+func lastValue(v string) string {
+	if i := strings.LastIndexByte(v, ','); i >= 0 {
+		v = v[i+1:]
+	}
+	return strings.TrimSpace(v)
 }
