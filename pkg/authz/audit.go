@@ -36,10 +36,13 @@ const (
 )
 
 // Events anyone can set off, as often as they like (a forged cookie, a bad
-// logout token, a login callback with an error: no session needed) are
-// limited, so that they cannot flood the log: per event, bursts of
-// auditBurst, then auditRate a second; the lines dropped are counted into
-// the next line written ("suppressed": n).
+// logout token, a login callback with an error: no session needed), and
+// those any signed-in user can (a refused scope or CSRF token, another
+// tenant's host, an expired session presented again and again: in a SaaS
+// anyone may sign up) are limited, so that they cannot flood the log: per
+// event, bursts of auditBurst, then auditRate a second; the lines dropped
+// are counted into the next line written ("suppressed": n). Logins and
+// logouts each need the identity provider, and are all written.
 const (
 	auditRate  = 20
 	auditBurst = 100
@@ -60,7 +63,8 @@ type auditLimit struct {
 
 func newAuditLimits() map[Event]*auditLimit {
 	m := map[Event]*auditLimit{}
-	for _, ev := range []Event{EventForgedCookie, EventBackchannelRefused, EventLoginFailed} {
+	for _, ev := range []Event{EventForgedCookie, EventBackchannelRefused, EventLoginFailed,
+		EventScopeRefused, EventCSRFRefused, EventOtherTenant, EventSessionExpired} {
 		m[ev] = &auditLimit{lim: rate.NewLimiter(auditRate, auditBurst)}
 	}
 	return m

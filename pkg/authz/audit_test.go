@@ -137,3 +137,20 @@ func TestAnonymousAuditEventsAreLimited(t *testing.T) {
 		t.Fatalf("the next line does not say how many were dropped: %v", last)
 	}
 }
+
+// A signed-in user can set off refusals as often as they like: their audit
+// lines are limited too.
+func TestSignedInAuditEventsAreLimited(t *testing.T) {
+	pol, err := policy.Parse([]byte(`{"routes":[{"source":"^/admin/","scope":"app.Admin"},{"source":"^/"}]}`), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, al := newAuditFixture(t, authz.Options{Policy: pol})
+	c := f.newSession(t, &sessionpb.Session{AccessToken: "tok", CsrfToken: "csrf"})
+	for range 3000 {
+		f.engine.Check(context.Background(), get("/admin/x", "JSESSIONID="+c))
+	}
+	if n := len(al.events(t, "scope_refused")); n < 50 || n > 200 {
+		t.Fatalf("%d audit lines for 3,000 refused scopes, want about the burst (100)", n)
+	}
+}
