@@ -52,7 +52,7 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 3*time.Second, "load duration per measurement (plus a tenth of it, at most 300ms, of unmeasured warm-up)")
 	flag.IntVar(&o.rounds, "rounds", 3, "split each measurement into this many stretches, the rows of one concurrency taking turns")
 	flag.StringVar(&o.jsonOut, "json", "bench-results/bench.json", "where to write the results as JSON (empty: nowhere)")
-	flag.StringVar(&o.profile, "cpuprofile", "", "after the table, write a CPU profile of extauthz with the cache under gRPC load at the highest concurrency to this file")
+	flag.StringVar(&o.profile, "cpuprofile", "", "after the table, write CPU profiles of extauthz with the cache (to this file) and of the no-op server (this file + .noop) under gRPC load at the highest concurrency")
 	flag.StringVar(&o.bin, "extauthz", "", "an extauthz binary to measure (default: build ./cmd/extauthz)")
 	flag.BoolVar(&o.peer, "oauth2-proxy", true, "measure oauth2-proxy (built into bin/oauth2-proxy from tools/oauth2-proxy the first time)")
 	flag.IntVar(&o.peerLogins, "oauth2-proxy-sessions", 16, "oauth2-proxy sessions (logins) the load cycles through")

@@ -74,6 +74,7 @@ func runNoop() error {
 		GRPCOptions:     svc.ServerOptions(),
 		Ready:           func(context.Context) error { return nil },
 		Metrics:         m.Handler(),
+		Pprof:           os.Getenv("EXTAUTHZ_PPROF") == "true",
 		ShutdownTimeout: 5 * time.Second,
 		Log:             log,
 	})

@@ -130,7 +130,7 @@ func bench(ctx context.Context, o options, w io.Writer) (err error) {
 		}
 		return x, &target{key: name, pid: pid, metrics: "http://" + x.AdminAddr + "/metrics"}, nil
 	}
-	noop, noopT, err := start("noop", self, map[string]string{noopEnv: "1", "GOGC": os.Getenv("BENCH_GOGC")})
+	noop, noopT, err := start("noop", self, map[string]string{noopEnv: "1", "GOGC": os.Getenv("BENCH_GOGC"), "EXTAUTHZ_PPROF": strconv.FormatBool(o.profile != "")})
 	if err != nil {
 		return err
 	}
@@ -232,19 +232,26 @@ func bench(ctx context.Context, o options, w io.Writer) (err error) {
 		fmt.Fprintf(w, "  c=%d: %s\n", c, strings.Join(line, "; "))
 	}
 	if o.profile != "" {
+		// The same load on the no-op server too: what the two profiles do
+		// not share is extauthz's own cost.
 		c := concs[len(concs)-1]
-		conns, err := dialConns(xc.GRPCAddr, c)
-		if err != nil {
-			return err
+		for _, p := range []struct {
+			x    *e2e.Extauthz
+			file string
+		}{{xc, o.profile}, {noop, o.profile + ".noop"}} {
+			conns, err := dialConns(p.x.GRPCAddr, c)
+			if err != nil {
+				return err
+			}
+			prof := make(chan error, 1)
+			go func() { prof <- fetchProfile(p.x, o.duration, p.file) }()
+			load(ctx, c, o.duration+500*time.Millisecond, check(conns, reqs))
+			closeAll(conns)
+			if err := <-prof; err != nil {
+				return err
+			}
 		}
-		prof := make(chan error, 1)
-		go func() { prof <- fetchProfile(xc, o.duration, o.profile) }()
-		load(ctx, c, o.duration+500*time.Millisecond, check(conns, reqs))
-		closeAll(conns)
-		if err := <-prof; err != nil {
-			return err
-		}
-		fmt.Fprintf(w, "CPU profile of extauthz with the cache, gRPC at c=%d: %s\n", c, o.profile)
+		fmt.Fprintf(w, "CPU profiles under gRPC load at c=%d: extauthz with the cache %s, the no-op server %s.noop\n", c, o.profile, o.profile)
 	}
 	for _, t := range []*target{noopT, cacheT, nocacheT, peerT} {
 		if t != nil {
