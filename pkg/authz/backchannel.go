@@ -62,13 +62,23 @@ func (e *Engine) backchannelLogout(ctx context.Context, r *in) *Decision {
 	// longer be accepted anyway. Recorded only once its sessions have ended:
 	// a delivery that fails (503) is retried by the provider with the same
 	// token, which must then be accepted. Two deliveries at once both end
-	// the same sessions, which is harmless.
-	mark := "logout\x00" + r.tenant + "\x00" + lo.Issuer + "\x00" + lo.JTI
-	switch seen, err := e.sessions.Seen(ctx, mark); {
-	case err != nil:
-		return backchannelStoreError(e, ctx, err)
-	case seen:
-		return refuse("logout token replayed", slog.String("subject", lo.Subject), slog.String("sid", lo.SID))
+	// the same sessions, which is harmless. A jti is unique at its issuer,
+	// and what the token ends spans every tenant host of the issuer: one
+	// mark per issuer, so that a token replayed to another tenant's host is
+	// refused too (the key is the previous version's in single-tenant
+	// mode). Multitenant, the previous version's mark (by tenant) is also
+	// read and written, while both versions run: a token lives minutes.
+	marks := []string{"logout\x00\x00" + lo.Issuer + "\x00" + lo.JTI}
+	if r.tenant != "" {
+		marks = append(marks, "logout\x00"+r.tenant+"\x00"+lo.Issuer+"\x00"+lo.JTI)
+	}
+	for _, mark := range marks {
+		switch seen, err := e.sessions.Seen(ctx, mark); {
+		case err != nil:
+			return backchannelStoreError(e, ctx, err)
+		case seen:
+			return refuse("logout token replayed", slog.String("subject", lo.Subject), slog.String("sid", lo.SID))
+		}
 	}
 	// The provider's session and subject are its issuer's, not this host's
 	// tenant's: with an issuer shared by several tenant hosts, the token
@@ -86,8 +96,10 @@ func (e *Engine) backchannelLogout(ctx context.Context, r *in) *Decision {
 	if err != nil {
 		return backchannelStoreError(e, ctx, err) // not recorded: the provider's retry is accepted
 	}
-	if err := e.sessions.Once(ctx, mark, time.Until(lo.Until)); err != nil && !errors.Is(err, session.ErrSeen) {
-		return backchannelStoreError(e, ctx, err)
+	for _, mark := range marks {
+		if err := e.sessions.Once(ctx, mark, time.Until(lo.Until)); err != nil && !errors.Is(err, session.ErrSeen) {
+			return backchannelStoreError(e, ctx, err)
+		}
 	}
 	e.log.InfoContext(ctx, "back-channel logout", "tenant", r.tenant, "issuer", lo.Issuer, "subject", lo.Subject, "sid", lo.SID, "sessions", len(ended))
 	d := &Decision{Status: http.StatusOK, Reason: ReasonBackchannelLogout,

@@ -99,6 +99,10 @@ func TestBackchannelLogoutWithASharedIssuerEndsEveryTenantsSessions(t *testing.T
 	if !allowedOn(f, b, by) {
 		t.Fatal("a session of another provider session was ended")
 	}
+	// The token replayed to b's host: refused as well.
+	if d := f.engine.Check(context.Background(), on(b, backchannel(logoutToken("sid-x", "alice", "j1")))); d.Status != 400 || !strings.Contains(d.Body, "replayed") {
+		t.Fatalf("the token replayed to another tenant's host: %d %s", d.Status, d.Body)
+	}
 
 	// Only sub: every session of alice at the issuer, on every host.
 	az := loginOn(t, f, f.idp, a, "sid-z")
