@@ -16,7 +16,8 @@ import (
 // backchannelLogout serves OpenID Connect Back-Channel Logout 1.0: the
 // identity provider POSTs a logout_token (form-encoded); extauthz verifies
 // it for the tenant of the host, ends every session it names — by sid when
-// present, else every session of its sub in the tenant — on every replica,
+// present, else every session of its sub, at the token's issuer, whichever
+// tenant's host each was made on — on every replica,
 // and answers the provider itself: 200 with Cache-Control: no-store, or
 // 400 with an error body. The app is never involved (the decision is a
 // denial carrying 200, which Envoy's gRPC ext_authz returns to the client as
@@ -61,19 +62,32 @@ func (e *Engine) backchannelLogout(ctx context.Context, r *in) *Decision {
 	// longer be accepted anyway. Recorded only once its sessions have ended:
 	// a delivery that fails (503) is retried by the provider with the same
 	// token, which must then be accepted. Two deliveries at once both end
-	// the same sessions, which is harmless.
-	mark := "logout\x00" + r.tenant + "\x00" + lo.Issuer + "\x00" + lo.JTI
-	switch seen, err := e.sessions.Seen(ctx, mark); {
-	case err != nil:
-		return backchannelStoreError(e, ctx, err)
-	case seen:
-		return refuse("logout token replayed", slog.String("subject", lo.Subject), slog.String("sid", lo.SID))
+	// the same sessions, which is harmless. A jti is unique at its issuer,
+	// and what the token ends spans every tenant host of the issuer: one
+	// mark per issuer, so that a token replayed to another tenant's host is
+	// refused too (the key is the previous version's in single-tenant
+	// mode). Multitenant, the previous version's mark (by tenant) is also
+	// read and written, while both versions run: a token lives minutes.
+	marks := []string{"logout\x00\x00" + lo.Issuer + "\x00" + lo.JTI}
+	if r.tenant != "" {
+		marks = append(marks, "logout\x00"+r.tenant+"\x00"+lo.Issuer+"\x00"+lo.JTI)
 	}
+	for _, mark := range marks {
+		switch seen, err := e.sessions.Seen(ctx, mark); {
+		case err != nil:
+			return backchannelStoreError(e, ctx, err)
+		case seen:
+			return refuse("logout token replayed", slog.String("subject", lo.Subject), slog.String("sid", lo.SID))
+		}
+	}
+	// The provider's session and subject are its issuer's, not this host's
+	// tenant's: with an issuer shared by several tenant hosts, the token
+	// ends the sessions on all of them (session/idpsession.go).
 	var ended []string
 	if lo.SID != "" {
-		ended, err = e.sessions.EndIDPSession(ctx, r.tenant, lo.SID)
+		ended, err = e.sessions.EndIDPSession(ctx, r.tenant, lo.Issuer, lo.SID)
 	} else {
-		ended, err = e.sessions.EndUser(ctx, r.tenant, lo.Subject)
+		ended, err = e.sessions.EndIDPSubject(ctx, r.tenant, lo.Issuer, lo.Subject)
 	}
 	for _, fp := range ended {
 		e.audit(ctx, r, EventLogout, nil, slog.String("via", "backchannel"), slog.String("subject", lo.Subject),
@@ -82,10 +96,12 @@ func (e *Engine) backchannelLogout(ctx context.Context, r *in) *Decision {
 	if err != nil {
 		return backchannelStoreError(e, ctx, err) // not recorded: the provider's retry is accepted
 	}
-	if err := e.sessions.Once(ctx, mark, time.Until(lo.Until)); err != nil && !errors.Is(err, session.ErrSeen) {
-		return backchannelStoreError(e, ctx, err)
+	for _, mark := range marks {
+		if err := e.sessions.Once(ctx, mark, time.Until(lo.Until)); err != nil && !errors.Is(err, session.ErrSeen) {
+			return backchannelStoreError(e, ctx, err)
+		}
 	}
-	e.log.InfoContext(ctx, "back-channel logout", "tenant", r.tenant, "subject", lo.Subject, "sid", lo.SID, "sessions", len(ended))
+	e.log.InfoContext(ctx, "back-channel logout", "tenant", r.tenant, "issuer", lo.Issuer, "subject", lo.Subject, "sid", lo.SID, "sessions", len(ended))
 	d := &Decision{Status: http.StatusOK, Reason: ReasonBackchannelLogout,
 		Response: []Header{{"cache-control", "no-store"}}}
 	d.TenantVerified = true // its identity provider signed for it

@@ -37,6 +37,14 @@ type fakeIDP struct {
 	lastCode    string
 	sid         string // the sid of the ID tokens Exchange returns
 	lastNonce   string
+	issuer      string // "": https://idp.test
+}
+
+func (f *fakeIDP) iss() string {
+	if f.issuer == "" {
+		return "https://idp.test"
+	}
+	return f.issuer
 }
 
 func (f *fakeIDP) AuthCodeURL(_ context.Context, state, nonce, verifier, redirectURI string) (string, error) {
@@ -62,7 +70,7 @@ func (f *fakeIDP) Exchange(_ context.Context, code, verifier, redirectURI, nonce
 	}
 	f.lastCode = code
 	return &idp.Tokens{AccessToken: "at-" + code, RefreshToken: "rt-1", IDToken: "idt-1", Subject: "alice", SID: f.sid,
-		Issuer: "https://idp.test", Expiry: time.Now().Add(time.Hour)}, nil
+		Issuer: f.iss(), Expiry: time.Now().Add(time.Hour)}, nil
 }
 
 func (f *fakeIDP) Refresh(_ context.Context, refreshToken, subject string) (*idp.Tokens, error) {
@@ -86,7 +94,7 @@ func (f *fakeIDP) VerifyLogoutToken(_ context.Context, raw string) (*idp.Logout,
 	if !ok || json.Unmarshal([]byte(js), &c) != nil {
 		return nil, fmt.Errorf("%w: logout token: signature", idp.ErrRejected)
 	}
-	return &idp.Logout{Issuer: "https://idp.test", Subject: c.Sub, SID: c.SID, JTI: c.JTI, Until: time.Now().Add(time.Minute)}, nil
+	return &idp.Logout{Issuer: f.iss(), Subject: c.Sub, SID: c.SID, JTI: c.JTI, Until: time.Now().Add(time.Minute)}, nil
 }
 
 // countingStore counts store calls and can fail them.

@@ -7,18 +7,26 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/extauthz/extauthz/proto/sessionpb"
 )
 
 // The session index finds a user's sessions, and the sessions of one
 // identity-provider session (the ID token's sid), without reading or
 // opening any record: back-channel logout and the admin API end them.
 //
-// Two sorted sets per session, written before the session itself (so a
-// session never exists unindexed; a failed write leaves a member that names
-// nothing):
+// Sorted sets, written before the session itself (so a session never
+// exists unindexed; a failed write leaves a member that names nothing):
 //
-//	<prefix>:u:{sha256(tenant, subject)}   the user's sessions in a tenant
-//	<prefix>:d:{sha256(tenant, sid)}       the sessions of one IdP session
+//	<prefix>:u:{sha256(tenant, subject)}   the user's sessions in a tenant (admin API)
+//	<prefix>:i:{sha256(issuer, subject)}   the sessions of a subject at an issuer
+//	<prefix>:p:{sha256(issuer, sid)}       the sessions of one IdP session
+//	<prefix>:d:{sha256(tenant, sid)}       the same, by tenant: the previous version's
+//
+// The identity provider's subject and sid belong to its issuer, not to our
+// host's tenant: with one issuer shared by several tenant hosts, one IdP
+// session spans them all, and back-channel logout looks sessions up by
+// issuer (see idpsession.go).
 //
 // A member is the session's id (the hex SHA-256 of its token, as in its key:
 // never the token), scored by the session's absolute deadline (creation +
@@ -26,11 +34,13 @@ import (
 // a session that is certainly gone and is dropped at the next write; each
 // set keeps at most MaxIndexMembers (the latest deadlines) and expires with
 // its last member. A member whose session ended earlier (idle, logout) stays
-// until then; readers check the session keys' TTLs. The index keys and the
-// session keys are on different Cluster slots: nothing updates them in one
-// transaction, and nothing needs to.
+// until then; readers check the session keys' TTLs. Every index key has its
+// own hash tag: the index keys and the session keys are on different
+// Cluster slots, nothing updates them in one transaction, and nothing needs
+// to.
 
-// MaxIndexMembers caps an index: a user (or an identity provider's session)
+// MaxIndexMembers caps an index: a user in a tenant, a subject at an
+// issuer (across the tenants sharing it) or an identity provider's session
 // has at most this many sessions; a login beyond ends the oldest, which
 // could otherwise no longer be found to be revoked.
 const MaxIndexMembers = 1000
@@ -61,24 +71,26 @@ func (m *Manager) indexKey(kind, tenant, name string) string {
 }
 
 func (m *Manager) userIndex(tenant, subject string) string { return m.indexKey("u", tenant, subject) }
-func (m *Manager) sidIndex(tenant, sid string) string      { return m.indexKey("d", tenant, sid) }
 
-// indexes are the indexes a new session goes into.
-func (m *Manager) indexes(tenant, subject, sid string) []string {
+// indexes are the indexes a new session goes into: the tenant's user index
+// (the admin API), the identity provider's indexes of the subject and of
+// the sid at the issuer (back-channel logout, issuerIndexes), and the
+// tenant's sid index the previous version read (legacySIDIndex).
+func (m *Manager) indexes(r *sessionpb.Session) []string {
 	var ix []string
-	if subject != "" {
-		ix = append(ix, m.userIndex(tenant, subject))
+	if r.GetSubject() != "" {
+		ix = append(ix, m.userIndex(r.GetTenant(), r.GetSubject()))
 	}
-	if sid != "" {
-		ix = append(ix, m.sidIndex(tenant, sid))
+	if r.GetSid() != "" {
+		ix = append(ix, m.legacySIDIndex(r.GetTenant(), r.GetSid()))
 	}
-	return ix
+	return append(ix, m.issuerIndexes(r.GetIssuer(), r.GetSubject(), r.GetSid())...)
 }
 
 // index writes a new session's index entries.
 func (m *Manager) index(ctx context.Context, s *Session) error {
 	r := s.Record
-	ix := m.indexes(r.GetTenant(), r.GetSubject(), r.GetSid())
+	ix := m.indexes(r)
 	if len(ix) == 0 {
 		return nil
 	}
@@ -165,36 +177,6 @@ func (m *Manager) EndUser(ctx context.Context, tenant, subject string) ([]string
 	return m.endIndex(ctx, m.userIndex(tenant, subject), "")
 }
 
-// EndIDPSession ends every session of one identity-provider session (the
-// ID token's sid) in a tenant, on every replica.
-//
-// The sid is also remembered as ended (for the absolute lifetime of a
-// session): a login whose code the provider issued just before it ended that
-// session, completing just after, must not create a session that outlives
-// the logout (SIDEnded, checked at the callback).
-func (m *Manager) EndIDPSession(ctx context.Context, tenant, sid string) ([]string, error) {
-	if _, err := m.store.SetNX(ctx, m.indexKey("x", tenant, sid), []byte{1}, m.opt.MaxLifetime); err != nil {
-		return nil, fmt.Errorf("session store: %w", err)
-	}
-	return m.endIndex(ctx, m.sidIndex(tenant, sid), "")
-}
-
-// SIDEnded says whether the identity provider ended its session sid of
-// tenant by a back-channel logout.
-func (m *Manager) SIDEnded(ctx context.Context, tenant, sid string) (bool, error) {
-	if sid == "" {
-		return false, nil
-	}
-	_, err := m.store.Get(ctx, m.indexKey("x", tenant, sid), 0)
-	switch {
-	case errors.Is(err, ErrNotFound):
-		return false, nil
-	case err != nil:
-		return false, fmt.Errorf("session store: %w", err)
-	}
-	return true, nil
-}
-
 // EndSession ends the user's session with the given fingerprint; it says
 // whether there was one.
 func (m *Manager) EndSession(ctx context.Context, tenant, subject, fp string) (bool, error) {
@@ -209,9 +191,25 @@ func (m *Manager) EndSession(ctx context.Context, tenant, subject, fp string) (b
 // fingerprint only, when set). A store failure stops it: what was deleted
 // stays deleted, and the caller reports the failure.
 func (m *Manager) endIndex(ctx context.Context, index, only string) ([]string, error) {
-	ls, err := m.liveIn(ctx, index)
-	if err != nil {
-		return nil, err
+	return m.endIndexes(ctx, []string{index}, only)
+}
+
+// endIndexes is endIndex over several indexes: a session in more than one
+// is ended (and reported) once.
+func (m *Manager) endIndexes(ctx context.Context, indexes []string, only string) ([]string, error) {
+	var ls []live
+	seen := map[[32]byte]bool{}
+	for _, ix := range indexes {
+		in, err := m.liveIn(ctx, ix)
+		if err != nil {
+			return nil, err
+		}
+		for _, l := range in {
+			if !seen[l.id] {
+				seen[l.id] = true
+				ls = append(ls, l)
+			}
+		}
 	}
 	var ended []string
 	for _, l := range ls {

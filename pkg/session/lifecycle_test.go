@@ -20,7 +20,7 @@ func TestEndSessionsByUserSIDAndFingerprintOnEveryReplica(t *testing.T) {
 	ctx := context.Background()
 	login := func(tenant, sub, sid string) string {
 		t.Helper()
-		_, c, err := a.m.Create(ctx, &sessionpb.Session{Tenant: tenant, Subject: sub, Sid: sid, AccessToken: "at-" + sub})
+		_, c, err := a.m.Create(ctx, &sessionpb.Session{Tenant: tenant, Issuer: "https://" + tenant + ".idp", Subject: sub, Sid: sid, AccessToken: "at-" + sub})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -48,8 +48,8 @@ func TestEndSessionsByUserSIDAndFingerprintOnEveryReplica(t *testing.T) {
 	x1 := login("t1", "alice", "sid-x")
 	x2 := login("t1", "alice", "sid-x")
 	y := login("t1", "alice", "sid-y")
-	bob := login("t1", "bob", "sid-x") // another user, same sid value: kept apart only by tenant+sid, as the IdP's sid is
-	other := login("t2", "alice", "sid-x")
+	bob := login("t1", "bob", "sid-x")     // another user, same sid value: the IdP's sid is what counts
+	other := login("t2", "alice", "sid-x") // another tenant, with its own issuer
 
 	infos, err := b.m.Sessions(ctx, "t1", "alice")
 	if err != nil || len(infos) != 3 {
@@ -61,7 +61,7 @@ func TestEndSessionsByUserSIDAndFingerprintOnEveryReplica(t *testing.T) {
 		}
 	}
 
-	ended, err := b.m.EndIDPSession(ctx, "t1", "sid-x")
+	ended, err := b.m.EndIDPSession(ctx, "t1", "https://t1.idp", "sid-x")
 	if err != nil || len(ended) != 3 {
 		t.Fatalf("EndIDPSession = %v, %v; want alice's two and bob's", ended, err)
 	}

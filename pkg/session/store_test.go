@@ -10,3 +10,7 @@ import (
 func TestConformanceMemory(t *testing.T) {
 	sessiontest.Run(t, func(t *testing.T) session.Store { return session.NewMemoryStore(nil) })
 }
+
+func TestIDPSessionsMemory(t *testing.T) {
+	sessiontest.RunIDPSessions(t, func(t *testing.T) session.Store { return session.NewMemoryStore(nil) })
+}

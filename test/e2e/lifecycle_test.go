@@ -35,6 +35,7 @@ func loggedReplica(t *testing.T, name string, buf *e2e.SyncBuffer, c e2e.Client,
 // logout tokens it saw.
 type backchannelEnvoy struct {
 	srv      *httptest.Server
+	host     string // the Host of the POST: "" is app.localhost:8080
 	mu       sync.Mutex
 	replicas []*e2e.Extauthz
 	tokens   []string
@@ -61,6 +62,10 @@ func newBackchannelEnvoy(t *testing.T) *backchannelEnvoy {
 func (e *backchannelEnvoy) post(t *testing.T, method, body string) (int, http.Header, string) {
 	e.mu.Lock()
 	x := e.replicas[int(e.n.Add(1))%len(e.replicas)]
+	host := e.host
+	if host == "" {
+		host = "app.localhost:8080"
+	}
 	if q, err := url.ParseQuery(body); err == nil && q.Get("logout_token") != "" {
 		e.tokens = append(e.tokens, q.Get("logout_token"))
 	}
@@ -69,7 +74,7 @@ func (e *backchannelEnvoy) post(t *testing.T, method, body string) (int, http.He
 	defer cancel()
 	resp, err := x.Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
 		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
-			Method: method, Host: "app.localhost:8080", Path: "/logout/backchannel", Scheme: "http", Body: body,
+			Method: method, Host: host, Path: "/logout/backchannel", Scheme: "http", Body: body,
 			Headers: map[string]string{"content-type": "application/x-www-form-urlencoded", "x-request-id": "bcl-req"},
 		}},
 	}})

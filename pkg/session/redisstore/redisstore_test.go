@@ -29,6 +29,9 @@ func newStore(t *testing.T, addr string) *redisstore.Store {
 func TestConformanceStandalone(t *testing.T) {
 	srv := redistest.Run(t)
 	sessiontest.Run(t, func(t *testing.T) session.Store { return newStore(t, srv.Addr) })
+	t.Run("IDPSessions", func(t *testing.T) {
+		sessiontest.RunIDPSessions(t, func(t *testing.T) session.Store { return newStore(t, srv.Addr) })
+	})
 }
 
 // TestRedisDumpRevealsNothing: a dump of every key and value after sessions

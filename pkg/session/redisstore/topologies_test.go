@@ -121,6 +121,9 @@ func TestCluster(t *testing.T) {
 	t.Run("Conformance", func(t *testing.T) {
 		sessiontest.Run(t, func(t *testing.T) session.Store { return newStore(t) })
 	})
+	t.Run("IDPSessions", func(t *testing.T) {
+		sessiontest.RunIDPSessions(t, func(t *testing.T) session.Store { return newStore(t) })
+	})
 	s := newStore(t)
 	m := manager(t, s)
 	ctx := context.Background()
