@@ -63,31 +63,24 @@ func (e *Engine) backchannelLogout(ctx context.Context, r *in) *Decision {
 	// a delivery that fails (503) is retried by the provider with the same
 	// token, which must then be accepted. Two deliveries at once both end
 	// the same sessions, which is harmless. A jti is unique at its issuer,
-	// and what the token ends spans every tenant host of the issuer: one
-	// mark per issuer, so that a token replayed to another tenant's host is
-	// refused too (the key is the previous version's in single-tenant
-	// mode). Multitenant, the previous version's mark (by tenant) is also
-	// read and written, while both versions run: a token lives minutes.
-	marks := []string{"logout\x00\x00" + lo.Issuer + "\x00" + lo.JTI}
-	if r.tenant != "" {
-		marks = append(marks, "logout\x00"+r.tenant+"\x00"+lo.Issuer+"\x00"+lo.JTI)
-	}
-	for _, mark := range marks {
-		switch seen, err := e.sessions.Seen(ctx, mark); {
-		case err != nil:
-			return backchannelStoreError(e, ctx, err)
-		case seen:
-			return refuse("logout token replayed", slog.String("subject", lo.Subject), slog.String("sid", lo.SID))
-		}
+	// and what the token ends spans every tenant host of the issuer: the
+	// mark is the issuer's, so that a token replayed to another tenant's
+	// host is refused too.
+	mark := "logout\x00" + lo.Issuer + "\x00" + lo.JTI
+	switch seen, err := e.sessions.Seen(ctx, mark); {
+	case err != nil:
+		return backchannelStoreError(e, ctx, err)
+	case seen:
+		return refuse("logout token replayed", slog.String("subject", lo.Subject), slog.String("sid", lo.SID))
 	}
 	// The provider's session and subject are its issuer's, not this host's
 	// tenant's: with an issuer shared by several tenant hosts, the token
 	// ends the sessions on all of them (session/idpsession.go).
 	var ended []string
 	if lo.SID != "" {
-		ended, err = e.sessions.EndIDPSession(ctx, r.tenant, lo.Issuer, lo.SID)
+		ended, err = e.sessions.EndIDPSession(ctx, lo.Issuer, lo.SID)
 	} else {
-		ended, err = e.sessions.EndIDPSubject(ctx, r.tenant, lo.Issuer, lo.Subject)
+		ended, err = e.sessions.EndIDPSubject(ctx, lo.Issuer, lo.Subject)
 	}
 	for _, fp := range ended {
 		e.audit(ctx, r, EventLogout, nil, slog.String("via", "backchannel"), slog.String("subject", lo.Subject),
@@ -96,10 +89,8 @@ func (e *Engine) backchannelLogout(ctx context.Context, r *in) *Decision {
 	if err != nil {
 		return backchannelStoreError(e, ctx, err) // not recorded: the provider's retry is accepted
 	}
-	for _, mark := range marks {
-		if err := e.sessions.Once(ctx, mark, time.Until(lo.Until)); err != nil && !errors.Is(err, session.ErrSeen) {
-			return backchannelStoreError(e, ctx, err)
-		}
+	if err := e.sessions.Once(ctx, mark, time.Until(lo.Until)); err != nil && !errors.Is(err, session.ErrSeen) {
+		return backchannelStoreError(e, ctx, err)
 	}
 	e.log.InfoContext(ctx, "back-channel logout", "tenant", r.tenant, "issuer", lo.Issuer, "subject", lo.Subject, "sid", lo.SID, "sessions", len(ended))
 	d := &Decision{Status: http.StatusOK, Reason: ReasonBackchannelLogout,

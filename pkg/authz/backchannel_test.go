@@ -97,10 +97,10 @@ func logoutToken(sid, sub, jti string) string {
 func TestBackchannelLogoutEndsTheSessionsItNames(t *testing.T) {
 	f, al := newAuditFixture(t, authz.Options{})
 	ctx := context.Background()
-	x1 := f.newSession(t, &sessionpb.Session{Subject: "alice", Sid: "sid-x", AccessToken: "at-x1"})
-	x2 := f.newSession(t, &sessionpb.Session{Subject: "alice", Sid: "sid-x", AccessToken: "at-x2"})
-	y := f.newSession(t, &sessionpb.Session{Subject: "alice", Sid: "sid-y", AccessToken: "at-y"})
-	bob := f.newSession(t, &sessionpb.Session{Subject: "bob", Sid: "sid-b", AccessToken: "at-b"})
+	x1 := f.newSession(t, &sessionpb.Session{Issuer: f.idp.iss(), Subject: "alice", Sid: "sid-x", AccessToken: "at-x1"})
+	x2 := f.newSession(t, &sessionpb.Session{Issuer: f.idp.iss(), Subject: "alice", Sid: "sid-x", AccessToken: "at-x2"})
+	y := f.newSession(t, &sessionpb.Session{Issuer: f.idp.iss(), Subject: "alice", Sid: "sid-y", AccessToken: "at-y"})
+	bob := f.newSession(t, &sessionpb.Session{Issuer: f.idp.iss(), Subject: "bob", Sid: "sid-b", AccessToken: "at-b"})
 	allowed := func(c string) bool { return f.engine.Check(ctx, get("/", "JSESSIONID="+c)).Allow }
 	for _, c := range []string{x1, x2, y, bob} {
 		if !allowed(c) {
@@ -124,7 +124,7 @@ func TestBackchannelLogoutEndsTheSessionsItNames(t *testing.T) {
 	}
 
 	// Replayed: refused, and nothing else happens.
-	x3 := f.newSession(t, &sessionpb.Session{Subject: "alice", Sid: "sid-x", AccessToken: "at-x3"})
+	x3 := f.newSession(t, &sessionpb.Session{Issuer: f.idp.iss(), Subject: "alice", Sid: "sid-x", AccessToken: "at-x3"})
 	d = f.engine.Check(ctx, backchannel(logoutToken("sid-x", "", "j1")))
 	if d.Status != 400 || d.Reason != authz.ReasonBackchannelInvalid || !strings.Contains(d.Body, `"error":"invalid_request"`) ||
 		header(d, "cache-control") != "no-store" || header(d, "content-type") != "application/json" {
@@ -151,7 +151,7 @@ func TestBackchannelLogoutEndsTheSessionsItNames(t *testing.T) {
 func TestBackchannelLogoutRefusals(t *testing.T) {
 	f, al := newAuditFixture(t, authz.Options{BackchannelLogoutPath: "/bcl"})
 	ctx := context.Background()
-	c := f.newSession(t, &sessionpb.Session{Subject: "alice", Sid: "sid-x", AccessToken: "at"})
+	c := f.newSession(t, &sessionpb.Session{Issuer: f.idp.iss(), Subject: "alice", Sid: "sid-x", AccessToken: "at"})
 	bcl := func(token string) *authz.Request { r := backchannel(token); r.Path = "/bcl"; return r }
 	for name, r := range map[string]*authz.Request{
 		"forged":  bcl("forged-token"),
@@ -196,7 +196,7 @@ func getReq(path, cookie string) *authz.Request { return get(path, "JSESSIONID="
 func TestBackchannelRetryAfterAFailure(t *testing.T) {
 	f, _ := newAuditFixture(t, authz.Options{})
 	ctx := context.Background()
-	c := f.newSession(t, &sessionpb.Session{Subject: "alice", Sid: "sid-x", AccessToken: "at"})
+	c := f.newSession(t, &sessionpb.Session{Issuer: f.idp.iss(), Subject: "alice", Sid: "sid-x", AccessToken: "at"})
 	flaky := &deleteFailsOnce{Store: f.store.Store}
 	f.store.Store = flaky
 	if d := f.engine.Check(ctx, backchannel(logoutToken("sid-x", "", "j9"))); d.Status != 503 {

@@ -141,7 +141,7 @@ func (e *Engine) callback(ctx context.Context, r *in) *Decision {
 	}
 	// The provider may have ended its session (back-channel logout) between
 	// issuing the code and this callback: no session for it.
-	switch ended, err := e.sessions.SIDEnded(ctx, r.tenant, tok.Issuer, tok.SID); {
+	switch ended, err := e.sessions.SIDEnded(ctx, tok.Issuer, tok.SID); {
 	case err != nil:
 		return e.storeError(ctx, err)
 	case ended:

@@ -21,7 +21,6 @@ import (
 //	<prefix>:u:{sha256(tenant, subject)}   the user's sessions in a tenant (admin API)
 //	<prefix>:i:{sha256(issuer, subject)}   the sessions of a subject at an issuer
 //	<prefix>:p:{sha256(issuer, sid)}       the sessions of one IdP session
-//	<prefix>:d:{sha256(tenant, sid)}       the same, by tenant: the previous version's
 //
 // The identity provider's subject and sid belong to its issuer, not to our
 // host's tenant: with one issuer shared by several tenant hosts, one IdP
@@ -73,16 +72,12 @@ func (m *Manager) indexKey(kind, tenant, name string) string {
 func (m *Manager) userIndex(tenant, subject string) string { return m.indexKey("u", tenant, subject) }
 
 // indexes are the indexes a new session goes into: the tenant's user index
-// (the admin API), the identity provider's indexes of the subject and of
-// the sid at the issuer (back-channel logout, issuerIndexes), and the
-// tenant's sid index the previous version read (legacySIDIndex).
+// (the admin API), and the identity provider's indexes of the subject and
+// of the sid at the issuer (back-channel logout, issuerIndexes).
 func (m *Manager) indexes(r *sessionpb.Session) []string {
 	var ix []string
 	if r.GetSubject() != "" {
 		ix = append(ix, m.userIndex(r.GetTenant(), r.GetSubject()))
-	}
-	if r.GetSid() != "" {
-		ix = append(ix, m.legacySIDIndex(r.GetTenant(), r.GetSid()))
 	}
 	return append(ix, m.issuerIndexes(r.GetIssuer(), r.GetSubject(), r.GetSid())...)
 }
@@ -191,25 +186,9 @@ func (m *Manager) EndSession(ctx context.Context, tenant, subject, fp string) (b
 // fingerprint only, when set). A store failure stops it: what was deleted
 // stays deleted, and the caller reports the failure.
 func (m *Manager) endIndex(ctx context.Context, index, only string) ([]string, error) {
-	return m.endIndexes(ctx, []string{index}, only)
-}
-
-// endIndexes is endIndex over several indexes: a session in more than one
-// is ended (and reported) once.
-func (m *Manager) endIndexes(ctx context.Context, indexes []string, only string) ([]string, error) {
-	var ls []live
-	seen := map[[32]byte]bool{}
-	for _, ix := range indexes {
-		in, err := m.liveIn(ctx, ix)
-		if err != nil {
-			return nil, err
-		}
-		for _, l := range in {
-			if !seen[l.id] {
-				seen[l.id] = true
-				ls = append(ls, l)
-			}
-		}
+	ls, err := m.liveIn(ctx, index)
+	if err != nil {
+		return nil, err
 	}
 	var ended []string
 	for _, l := range ls {

@@ -61,7 +61,7 @@ func TestEndSessionsByUserSIDAndFingerprintOnEveryReplica(t *testing.T) {
 		}
 	}
 
-	ended, err := b.m.EndIDPSession(ctx, "t1", "https://t1.idp", "sid-x")
+	ended, err := b.m.EndIDPSession(ctx, "https://t1.idp", "sid-x")
 	if err != nil || len(ended) != 3 {
 		t.Fatalf("EndIDPSession = %v, %v; want alice's two and bob's", ended, err)
 	}

@@ -48,7 +48,7 @@ func TestRedisDumpRevealsNothing(t *testing.T) {
 	var secrets []string
 	for i := range 20 {
 		rec := &sessionpb.Session{
-			Subject: "user-secret", Sid: fmt.Sprintf("sid-%d-secret", i), AccessToken: fmt.Sprintf("access-token-%d-secret", i), RefreshToken: fmt.Sprintf("refresh-token-%d-secret", i),
+			Issuer: "https://idp.example", Subject: "user-secret", Sid: fmt.Sprintf("sid-%d-secret", i), AccessToken: fmt.Sprintf("access-token-%d-secret", i), RefreshToken: fmt.Sprintf("refresh-token-%d-secret", i),
 			IdToken: fmt.Sprintf("id-token-%d-secret", i), CsrfToken: fmt.Sprintf("csrf-%d-secret", i),
 		}
 		_, cookie, err := m.Create(ctx, rec)
@@ -89,8 +89,8 @@ func TestRedisDumpRevealsNothing(t *testing.T) {
 		dump.WriteString(k + " " + v + "\n")
 		n++
 	}
-	if n != 61 {
-		t.Fatalf("dump has %d keys, want 61 (20 sessions, 20 used logins, 20 sid indexes, 1 user index)", n)
+	if n != 62 {
+		t.Fatalf("dump has %d keys, want 62 (20 sessions, 20 used logins, 20 sid indexes, a user's index in the tenant and at the issuer)", n)
 	}
 	for _, sec := range secrets {
 		if strings.Contains(dump.String(), sec) {

@@ -2,8 +2,6 @@ package sessiontest
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"strings"
 	"testing"
@@ -28,13 +26,13 @@ func RunIDPSessions(t *testing.T, newStore func(t *testing.T) session.Store) {
 		ay := w.login("a", shared, "alice", "sid-y")
 		bob := w.login("b", shared, "bob", "sid-b")
 		// The token reached a's host; the sid is the issuer's.
-		ended, err := w.r2.EndIDPSession(ctx, "a", shared, "sid-x")
+		ended, err := w.r2.EndIDPSession(ctx, shared, "sid-x")
 		if err != nil || len(ended) != 2 {
 			t.Fatalf("EndIDPSession = %v, %v; want the sessions on a and on b", ended, err)
 		}
 		w.mustBeEnded(ax, bx)
 		w.mustBeAlive(ay, bob)
-		if again, err := w.r1.EndIDPSession(ctx, "b", shared, "sid-x"); err != nil || len(again) != 0 {
+		if again, err := w.r1.EndIDPSession(ctx, shared, "sid-x"); err != nil || len(again) != 0 {
 			t.Fatalf("the same sid again = %v, %v; want nothing", again, err)
 		}
 	})
@@ -46,7 +44,7 @@ func RunIDPSessions(t *testing.T, newStore func(t *testing.T) session.Store) {
 		c3 := w.login("c", shared, "alice", "")
 		bob := w.login("b", shared, "bob", "sid-1")
 		other := w.login("b", "https://other.example", "alice", "sid-2")
-		ended, err := w.r1.EndIDPSubject(ctx, "a", shared, "alice")
+		ended, err := w.r1.EndIDPSubject(ctx, shared, "alice")
 		if err != nil || len(ended) != 3 {
 			t.Fatalf("EndIDPSubject = %v, %v; want alice's 3 sessions at the issuer", ended, err)
 		}
@@ -63,86 +61,41 @@ func RunIDPSessions(t *testing.T, newStore func(t *testing.T) session.Store) {
 		issA, issB := "https://a.idp.example", "https://b.idp.example"
 		a := w.login("a", issA, "alice", "sid-1")
 		b := w.login("b", issB, "alice", "sid-1") // the same sub and sid values at another issuer
-		if ended, err := w.r1.EndIDPSubject(ctx, "a", issA, "alice"); err != nil || len(ended) != 1 {
+		if ended, err := w.r1.EndIDPSubject(ctx, issA, "alice"); err != nil || len(ended) != 1 {
 			t.Fatalf("EndIDPSubject = %v, %v; want a's one", ended, err)
 		}
 		w.mustBeEnded(a)
 		w.mustBeAlive(b)
-		if ended, err := w.r1.EndIDPSession(ctx, "a", issA, "sid-1"); err != nil || len(ended) != 0 {
+		if ended, err := w.r1.EndIDPSession(ctx, issA, "sid-1"); err != nil || len(ended) != 0 {
 			t.Fatalf("EndIDPSession = %v, %v; want nothing", ended, err)
 		}
 		w.mustBeAlive(b)
-		if ended, err := w.r2.SIDEnded(ctx, "b", issB, "sid-1"); err != nil || ended {
+		if ended, err := w.r2.SIDEnded(ctx, issB, "sid-1"); err != nil || ended {
 			t.Fatalf("SIDEnded at b's issuer = %v, %v; want false", ended, err)
 		}
 	})
 
 	t.Run("EndedSIDBlocksALoginOnAnotherTenantOfTheIssuer", func(t *testing.T) {
 		w := newWorld(t, newStore(t))
-		if _, err := w.r1.EndIDPSession(ctx, "a", shared, "sid-late"); err != nil {
+		if _, err := w.r1.EndIDPSession(ctx, shared, "sid-late"); err != nil {
 			t.Fatal(err)
 		}
+		// The mark is the issuer's: a racing login on any tenant's host
+		// with that issuer sees it.
 		for _, c := range []struct {
-			tenant, issuer, sid string
-			want                bool
+			issuer, sid string
+			want        bool
 		}{
-			{"a", shared, "sid-late", true},
-			{"b", shared, "sid-late", true}, // the racing login on another tenant's host
-			{"b", "https://b.idp.example", "sid-late", false},
-			{"b", shared, "sid-other", false},
-			{"b", shared, "", false},
+			{shared, "sid-late", true},
+			{"https://b.idp.example", "sid-late", false},
+			{shared, "sid-other", false},
+			{shared, "", false},
 		} {
-			if got, err := w.r2.SIDEnded(ctx, c.tenant, c.issuer, c.sid); err != nil || got != c.want {
-				t.Errorf("SIDEnded(%q, %q, %q) = %v, %v; want %v", c.tenant, c.issuer, c.sid, got, err, c.want)
+			if got, err := w.r2.SIDEnded(ctx, c.issuer, c.sid); err != nil || got != c.want {
+				t.Errorf("SIDEnded(%q, %q) = %v, %v; want %v", c.issuer, c.sid, got, err, c.want)
 			}
 		}
 	})
-
-	// The previous version kept the indexes and the ended mark by tenant
-	// only (":d:", ":u:", ":x:"); during a rolling upgrade both versions
-	// run, and its sessions live on for one maximum lifetime.
-	t.Run("PreviousVersionKeys", func(t *testing.T) {
-		store := newStore(t)
-		w := newWorld(t, store)
-		// A session the previous version made: in its tenant's indexes only
-		// (what Create writes for a record without an issuer).
-		old := w.login("a", "", "alice", "sid-x")
-		oldSub := w.login("a", "", "carol", "")
-		if ended, err := w.r1.EndIDPSession(ctx, "a", shared, "sid-x"); err != nil || len(ended) != 1 {
-			t.Fatalf("EndIDPSession = %v, %v; want the previous version's session", ended, err)
-		}
-		if ended, err := w.r1.EndIDPSubject(ctx, "a", shared, "carol"); err != nil || len(ended) != 1 {
-			t.Fatalf("EndIDPSubject = %v, %v; want the previous version's session", ended, err)
-		}
-		w.mustBeEnded(old, oldSub)
-
-		// A session this version makes is where the previous version looks.
-		s := w.login("a", shared, "alice", "sid-n")
-		if es, err := store.IndexRange(ctx, legacyKey(w.prefix, "d", "a", "sid-n"), time.Now()); err != nil || len(es) != 1 {
-			t.Fatalf("the previous version's sid index holds %v, %v; want the new session", es, err)
-		}
-		w.mustBeAlive(s)
-
-		// The ended marks: each version sees the other's.
-		if _, err := store.SetNX(ctx, legacyKey(w.prefix, "x", "a", "sid-o"), []byte{1}, time.Hour); err != nil {
-			t.Fatal(err)
-		}
-		if ended, err := w.r2.SIDEnded(ctx, "a", shared, "sid-o"); err != nil || !ended {
-			t.Fatalf("the previous version's ended mark is not seen: %v, %v", ended, err)
-		}
-		if _, err := w.r2.EndIDPSession(ctx, "a", shared, "sid-p"); err != nil {
-			t.Fatal(err)
-		}
-		if ttl, err := store.TTLs(ctx, []string{legacyKey(w.prefix, "x", "a", "sid-p")}); err != nil || ttl[0] <= 0 {
-			t.Fatalf("no ended mark where the previous version looks: %v, %v", ttl, err)
-		}
-	})
-}
-
-// legacyKey is a key of the previous version's: <prefix>:<kind>:{sha256(kind, tenant, name)}.
-func legacyKey(prefix, kind, tenant, name string) string {
-	id := sha256.Sum256([]byte(kind + "\x00" + tenant + "\x00" + name))
-	return prefix + ":" + kind + ":{" + hex.EncodeToString(id[:]) + "}"
 }
 
 // world is two replicas with caches on one store.
