@@ -56,6 +56,7 @@ func main() {
 	flag.StringVar(&o.bin, "extauthz", "", "an extauthz binary to measure (default: build ./cmd/extauthz)")
 	flag.BoolVar(&o.peer, "oauth2-proxy", true, "measure oauth2-proxy (built into bin/oauth2-proxy from tools/oauth2-proxy the first time)")
 	flag.IntVar(&o.peerLogins, "oauth2-proxy-sessions", 16, "oauth2-proxy sessions (logins) the load cycles through")
+	flag.IntVar(&o.noopToken, "noop-token-bytes", 0, "the no-op server answers with an Authorization header of this many bytes of token instead of a 2-byte header (2600: the bench sessions' access token; 0: the plain no-op)")
 	flag.DurationVar(&o.steady, "steady", 30*time.Second, "measure the Redis commands per check of extauthz with the cache under continuous load for this long (2 touch intervals; 0: skip)")
 	flag.IntVar(&o.logouts, "logouts", 50, "logouts in the propagation scenario, per cache setting (0: skip)")
 	flag.DurationVar(&o.bound, "propagation-bound", 2*time.Second, "give up waiting for a replica to refuse a logged-out cookie after this")
@@ -85,6 +86,7 @@ type options struct {
 	peer       bool
 	peerLogins int
 	steady     time.Duration
+	noopToken  int
 	logouts    int
 	bound      time.Duration
 	scale      int

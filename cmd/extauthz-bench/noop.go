@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -22,6 +24,11 @@ import (
 // with it, so that the no-op server is a process of its own whose CPU can
 // be read from /proc.
 const noopEnv = "EXTAUTHZ_BENCH_NOOP"
+
+// noopHeaderEnv, when set to n > 0, makes the no-op server answer with an
+// Authorization header of n bytes of token, as a check that forwards a
+// session does (-noop-token-bytes).
+const noopHeaderEnv = "EXTAUTHZ_BENCH_NOOP_TOKEN_BYTES"
 
 // noopEngine allows every request with one fixed upstream header, without
 // looking at it.
@@ -63,8 +70,11 @@ func runNoop() error {
 	if err != nil {
 		return err
 	}
-	engine := noopEngine{&authz.Decision{Allow: true, Status: 200, Reason: authz.ReasonSession,
-		Upstream: []authz.Header{{Name: "x-auth-noop", Value: "ok"}}}}
+	upstream := authz.Header{Name: "x-auth-noop", Value: "ok"}
+	if n, _ := strconv.Atoi(os.Getenv(noopHeaderEnv)); n > 0 {
+		upstream = authz.Header{Name: "authorization", Value: "Bearer " + strings.Repeat("x", n)}
+	}
+	engine := noopEngine{&authz.Decision{Allow: true, Status: 200, Reason: authz.ReasonSession, Upstream: []authz.Header{upstream}}}
 	m := metrics.New(metrics.Options{})
 	svc := envoy.NewService(engine, m, log)
 	return server.Run(ctx, server.Options{

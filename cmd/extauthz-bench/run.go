@@ -130,7 +130,7 @@ func bench(ctx context.Context, o options, w io.Writer) (err error) {
 		}
 		return x, &target{key: name, pid: pid, metrics: "http://" + x.AdminAddr + "/metrics"}, nil
 	}
-	noop, noopT, err := start("noop", self, map[string]string{noopEnv: "1", "GOGC": os.Getenv("BENCH_GOGC"), "EXTAUTHZ_PPROF": strconv.FormatBool(o.profile != "")})
+	noop, noopT, err := start("noop", self, map[string]string{noopEnv: "1", noopHeaderEnv: strconv.Itoa(o.noopToken), "GOGC": os.Getenv("BENCH_GOGC"), "EXTAUTHZ_PPROF": strconv.FormatBool(o.profile != "")})
 	if err != nil {
 		return err
 	}
