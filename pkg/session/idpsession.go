@@ -2,7 +2,6 @@ package session
 
 import (
 	"context"
-	"errors"
 	"fmt"
 )
 
@@ -71,12 +70,5 @@ func (m *Manager) SIDEnded(ctx context.Context, issuer, sid string) (bool, error
 	if sid == "" {
 		return false, nil
 	}
-	_, err := m.store.Get(ctx, m.sidEndedKey(issuer, sid), 0)
-	switch {
-	case errors.Is(err, ErrNotFound):
-		return false, nil
-	case err != nil:
-		return false, fmt.Errorf("session store: %w", err)
-	}
-	return true, nil
+	return m.exists(ctx, m.sidEndedKey(issuer, sid))
 }

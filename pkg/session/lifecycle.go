@@ -223,7 +223,12 @@ func (m *Manager) deleteID(ctx context.Context, id *[32]byte) error {
 // it is done.
 func (m *Manager) Seen(ctx context.Context, name string) (bool, error) {
 	id := sha256.Sum256([]byte(name))
-	_, err := m.store.Get(ctx, m.keyOf(":j:{", &id), 0)
+	return m.exists(ctx, m.keyOf(":j:{", &id))
+}
+
+// exists says whether the store holds key.
+func (m *Manager) exists(ctx context.Context, key string) (bool, error) {
+	_, err := m.store.Get(ctx, key, 0)
 	switch {
 	case errors.Is(err, ErrNotFound):
 		return false, nil
