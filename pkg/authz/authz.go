@@ -161,7 +161,7 @@ type in struct {
 func (e *Engine) Check(ctx context.Context, r *Request) *Decision {
 	host, tenant, err := e.tenants.Resolve(r.Host, r.Headers["x-forwarded-host"])
 	if err != nil {
-		return deny(http.StatusNotFound, ReasonUnknownHost, "Not found: this host is not served here.\n")
+		return deny(http.StatusNotFound, ReasonUnknownHost, notServed)
 	}
 	path, query, err := canonicalPath(r.Path)
 	if err == nil && r.Verbatim {
@@ -292,6 +292,15 @@ func (e *Engine) provider(ctx context.Context, tenant string) (idp.Client, error
 	return e.providers.Provider(ctx, tenant)
 }
 
+// sessionProvider is provider for a request with a session of tenant: the
+// session is evidence that the tenant exists (idp.Registry.Vouch).
+func (e *Engine) sessionProvider(ctx context.Context, tenant string) (idp.Client, error) {
+	if v, ok := e.providers.(interface{ Vouch(tenant string) }); ok {
+		v.Vouch(tenant)
+	}
+	return e.provider(ctx, tenant)
+}
+
 // allow forwards the request with the access token and without the session
 // cookie.
 func (e *Engine) allow(r *in, s *session.Session) *Decision {
@@ -348,11 +357,21 @@ func isNavigation(r *in) bool {
 }
 
 func (e *Engine) storeError(ctx context.Context, err error) *Decision {
+	if ctx.Err() != nil {
+		return canceled() // the caller is gone, not the store
+	}
 	e.log.WarnContext(ctx, "session store unavailable", "error", err)
 	d := deny(http.StatusServiceUnavailable, ReasonStoreUnavailable, "Service unavailable: the session store cannot be reached. Try again shortly.\n")
 	d.Response = append(d.Response, Header{"retry-after", "1"})
 	return d
 }
+
+// notServed is the answer's body for a host not served here.
+const notServed = "Not found: this host is not served here.\n"
+
+// canceled is the answer to a check whose caller went away meanwhile: nobody
+// reads it (499, as nginx logs a client that closed the request).
+func canceled() *Decision { return deny(499, ReasonCanceled, "") }
 
 func deny(status int, reason Reason, body string) *Decision {
 	return &Decision{

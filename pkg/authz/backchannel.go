@@ -43,7 +43,9 @@ func (e *Engine) backchannelLogout(ctx context.Context, r *in) *Decision {
 	}
 	p, err := e.provider(ctx, r.tenant)
 	if err != nil {
-		e.log.WarnContext(ctx, "identity provider unavailable for a back-channel logout", "error", err)
+		if d := e.idpTrouble(ctx, r, err, true); d != nil {
+			return d
+		}
 		d := backchannelError(http.StatusServiceUnavailable, ReasonIDPUnavailable, "temporarily_unavailable", "the identity provider cannot be reached")
 		d.Response = append(d.Response, Header{"retry-after", "5"})
 		return d

@@ -14,6 +14,7 @@ import (
 	"github.com/extauthz/extauthz/pkg/authz"
 	"github.com/extauthz/extauthz/pkg/idp"
 	"github.com/extauthz/extauthz/pkg/session"
+	"github.com/extauthz/extauthz/proto/sessionpb"
 )
 
 type failingProviders struct{ err error }
@@ -29,10 +30,12 @@ func TestIdPErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var sessions *session.Manager
 	engine := func(err error) (*authz.Engine, *e2e.SyncBuffer) {
 		var buf e2e.SyncBuffer
 		log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
-		return authz.New(session.NewManager(session.NewMemoryStore(nil), keys, session.Options{}), failingProviders{err}, testHosts(t), authz.Options{}, log), &buf
+		sessions = session.NewManager(session.NewMemoryStore(nil), keys, session.Options{})
+		return authz.New(sessions, failingProviders{err}, testHosts(t), authz.Options{}, log), &buf
 	}
 	ctx := context.Background()
 
@@ -43,8 +46,46 @@ func TestIdPErrors(t *testing.T) {
 			t.Fatalf("an unknown tenant: %d %s, want 404 unknown_host", d.Status, d.Reason)
 		}
 	}
+	// Neither a logout nor a back-channel logout without a session makes it
+	// an outage.
+	if d := e.Check(ctx, get("/logout", "")); d.Status != http.StatusNotFound || d.Reason != authz.ReasonUnknownHost {
+		t.Fatalf("a logout on an unknown tenant: %d %s, want 404 unknown_host", d.Status, d.Reason)
+	}
+	bc := get("/logout/backchannel", "")
+	bc.Method, bc.Body = "POST", []byte("logout_token=x")
+	if d := e.Check(ctx, bc); d.Status != http.StatusNotFound || d.Reason != authz.ReasonUnknownHost {
+		t.Fatalf("a back-channel logout on an unknown tenant: %d %s, want 404 unknown_host", d.Status, d.Reason)
+	}
 	if n := strings.Count(buf.String(), "level=WARN"); n != 0 {
 		t.Fatalf("%d warnings for an unknown tenant:\n%s", n, buf.String())
+	}
+	// With a session of the tenant (its token due for a refresh), the
+	// tenant exists: a provider that says otherwise is failing (after a
+	// restart the replica has proven no tenant yet).
+	_, cookie, err := sessions.Create(ctx, &sessionpb.Session{AccessToken: "at", RefreshToken: "rt", AccessTokenExpiry: time.Now().Add(-time.Minute).Unix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := e.Check(ctx, get("/orders", "JSESSIONID="+cookie, "x-requested-with", "XMLHttpRequest")); d.Status != http.StatusBadGateway || d.Reason != authz.ReasonIDPUnavailable {
+		t.Fatalf("a session's refresh when its provider answers 404: %d %s, want 502 idp_unavailable", d.Status, d.Reason)
+	}
+	if !strings.Contains(buf.String(), "identity provider unavailable") {
+		t.Fatalf("no warning for a session's provider answering 404:\n%s", buf.String())
+	}
+
+	// Too many new tenants at once: not an outage either.
+	e, buf = engine(fmt.Errorf("discovery: %w", idp.ErrBusy))
+	if d := e.Check(ctx, get("/orders", "")); d.Status != http.StatusServiceUnavailable || d.Reason != authz.ReasonIDPBusy {
+		t.Fatalf("fetch slots taken: %d %s, want 503 idp_busy", d.Status, d.Reason)
+	}
+	// A check whose caller went away meanwhile: nobody reads the answer.
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	if d := e.Check(gone, get("/orders", "")); d.Status != 499 || d.Reason != authz.ReasonCanceled {
+		t.Fatalf("a canceled check: %d %s, want 499 canceled", d.Status, d.Reason)
+	}
+	if n := strings.Count(buf.String(), "level=WARN"); n != 0 {
+		t.Fatalf("%d warnings for busy fetch slots and a canceled check:\n%s", n, buf.String())
 	}
 
 	e, buf = engine(errors.New("dial tcp: connection refused"))

@@ -40,7 +40,7 @@ const maxReturnTarget = 512
 func (e *Engine) startLogin(ctx context.Context, r *in) *Decision {
 	p, err := e.provider(ctx, r.tenant)
 	if err != nil {
-		return e.idpUnavailable(ctx, err)
+		return e.idpUnavailable(ctx, r, err, true)
 	}
 	redirectURI := e.urlScheme(r) + "://" + r.host + e.opt.CallbackPath
 	verifier := oauth2.GenerateVerifier()
@@ -54,7 +54,7 @@ func (e *Engine) startLogin(ctx context.Context, r *in) *Decision {
 	}
 	authURL, err := p.AuthCodeURL(ctx, login.State, nonce, verifier, redirectURI)
 	if err != nil {
-		return e.idpUnavailable(ctx, err)
+		return e.idpUnavailable(ctx, r, err, true)
 	}
 	return redirect(ReasonLoginRedirect, authURL,
 		e.setCookie(r, e.stateCookieName(login.State), login.Cookie, e.opt.CallbackPath, int(e.sessions.LoginTTL().Seconds())))
@@ -119,7 +119,7 @@ func (e *Engine) callback(ctx context.Context, r *in) *Decision {
 	}
 	p, err := e.provider(ctx, r.tenant)
 	if err != nil {
-		return withCookies(e.idpUnavailable(ctx, err), clear)
+		return withCookies(e.idpUnavailable(ctx, r, err, false), clear)
 	}
 	tok, err := p.Exchange(ctx, code, ls.GetPkceVerifier(), ls.GetRedirectUri(), ls.GetNonce())
 	if errors.Is(err, idp.ErrRejected) {
@@ -127,7 +127,7 @@ func (e *Engine) callback(ctx context.Context, r *in) *Decision {
 		return withCookies(pageWith(http.StatusBadRequest, ReasonCallbackRejected, "Login failed", "The identity provider did not accept this login.", again), clear)
 	}
 	if err != nil {
-		return withCookies(e.idpUnavailable(ctx, err), clear)
+		return withCookies(e.idpUnavailable(ctx, r, err, false), clear)
 	}
 	// One session per login, however often the callback is replayed. Marked
 	// only now, after a successful exchange: nobody without a login at the
@@ -192,11 +192,12 @@ func (e *Engine) logout(ctx context.Context, r *in) *Decision {
 			`<form method="post" action="`+html.EscapeString(e.opt.LogoutPath)+`"><button>Log out</button></form>`+"\n<p><a href=\"/\">Back to the app</a></p>")
 	}
 	var idTokenHint string
+	hadSession := false
 	if c := cookieValue(r.headers["cookie"], e.opt.CookieName); c != "" {
 		s, err := e.sessions.Load(ctx, c, r.tenant)
 		switch {
 		case err == nil:
-			idTokenHint = s.Record.GetIdToken()
+			idTokenHint, hadSession = s.Record.GetIdToken(), true
 			if err := e.sessions.Delete(ctx, s); err != nil {
 				return e.storeError(ctx, err) // never claim a logout that did not happen
 			}
@@ -216,8 +217,16 @@ func (e *Engine) logout(ctx context.Context, r *in) *Decision {
 		post = e.urlScheme(r) + "://" + r.host + post
 	}
 	target := post
-	if p, err := e.provider(ctx, r.tenant); err != nil {
-		e.log.WarnContext(ctx, "identity provider unavailable at logout; the local session is deleted", "error", err)
+	provider := e.provider
+	if hadSession {
+		provider = e.sessionProvider
+	}
+	if p, err := provider(ctx, r.tenant); err != nil {
+		// The local session is deleted: the browser goes to the page after
+		// the logout, without the provider's logout.
+		if d := e.idpTrouble(ctx, r, err, !hadSession); d != nil && d.Reason == ReasonUnknownHost {
+			return d
+		}
 	} else if p != nil {
 		u, err := p.LogoutURL(ctx, idTokenHint, post)
 		if err != nil {
@@ -229,15 +238,49 @@ func (e *Engine) logout(ctx context.Context, r *in) *Decision {
 	return redirect(ReasonLogout, target, e.setCookie(r, e.opt.CookieName, "", "/", -1))
 }
 
-func (e *Engine) idpUnavailable(ctx context.Context, err error) *Decision {
-	if errors.Is(err, idp.ErrUnknownTenant) {
-		// A host that matches TENANT_HOST_PATTERN but names no tenant of
-		// the provider: not served here, and no alarm (anyone can send it).
-		e.log.DebugContext(ctx, "unknown tenant", "error", err)
-		return deny(http.StatusNotFound, ReasonUnknownHost, "Not found: this host is not served here.\n")
+// idpUnavailable answers a request whose tenant's identity provider could
+// not be had: the page of an outage, unless idpTrouble says it is not one.
+// anonymous: the request carries no evidence that the tenant exists (no
+// session, no login of this host under way).
+func (e *Engine) idpUnavailable(ctx context.Context, r *in, err error, anonymous bool) *Decision {
+	if d := e.idpTrouble(ctx, r, err, anonymous); d != nil {
+		return d
+	}
+	d := page(http.StatusBadGateway, ReasonIDPUnavailable, "Login unavailable",
+		"The identity provider cannot be reached. Try again shortly.")
+	d.Response = append(d.Response, Header{"retry-after", "5"})
+	return d
+}
+
+// idpTrouble sorts out why a tenant's identity provider could not be had,
+// and answers what is not an outage of the provider; for an outage it
+// writes the warning (at most about one a second, with the count dropped)
+// and returns nil: the caller answers in its own form. None of these
+// answers nor warnings can be set off by anyone at will, so that the
+// idp_unavailable alert means what it says:
+//   - the caller went away (Envoy cancels a check whose client reset):
+//     nobody reads the answer (499, canceled);
+//   - an anonymous request for a tenant the provider does not know (its
+//     discovery is not found): a host not served (404). With a session or a
+//     login under way the tenant exists: its provider is failing;
+//   - too many fetches for new tenants at once (503, idp_busy: anyone can
+//     name new tenants, and a tenant whose login or session proved it is
+//     never held up).
+func (e *Engine) idpTrouble(ctx context.Context, r *in, err error, anonymous bool) *Decision {
+	switch {
+	case ctx.Err() != nil:
+		return canceled()
+	case anonymous && errors.Is(err, idp.ErrUnknownTenant):
+		e.log.DebugContext(ctx, "unknown tenant", "tenant", r.tenant, "error", err)
+		return deny(http.StatusNotFound, ReasonUnknownHost, notServed)
+	case errors.Is(err, idp.ErrBusy):
+		d := page(http.StatusServiceUnavailable, ReasonIDPBusy, "Login busy",
+			"Too many logins are starting at once. Try again in a moment.")
+		d.Response = append(d.Response, Header{"retry-after", "2"})
+		return d
 	}
 	if l := e.idpWarnings; l.lim.Allow() {
-		attrs := []any{"error", err}
+		attrs := []any{"tenant", r.tenant, "error", err}
 		if n := l.dropped.Swap(0); n > 0 {
 			attrs = append(attrs, "suppressed", n)
 		}
@@ -245,10 +288,7 @@ func (e *Engine) idpUnavailable(ctx context.Context, err error) *Decision {
 	} else {
 		l.dropped.Add(1)
 	}
-	d := page(http.StatusBadGateway, ReasonIDPUnavailable, "Login unavailable",
-		"The identity provider cannot be reached. Try again shortly.")
-	d.Response = append(d.Response, Header{"retry-after", "5"})
-	return d
+	return nil
 }
 
 // page is a small HTML answer for a browser, with a way back to the app.

@@ -40,6 +40,10 @@ const (
 	ReasonStoreUnavailable Reason = "store_unavailable" // the session store failed
 	ReasonIDPUnavailable   Reason = "idp_unavailable"   // the identity provider cannot be reached
 	ReasonRefreshWait      Reason = "refresh_wait"      // the token expired and another request's refresh did not finish in time
+	// Not outages: too many new tenants' providers fetched at once (503),
+	// and a check whose caller went away before its answer (499).
+	ReasonIDPBusy  Reason = "idp_busy"
+	ReasonCanceled Reason = "canceled"
 
 	// The login callback.
 	ReasonLoginComplete        Reason = "login_complete"         // 302 back to the page, with the new session's cookie
@@ -67,7 +71,7 @@ func Reasons() []Reason {
 		ReasonUnknownHost, ReasonBadPath, ReasonBadMethod, ReasonNoRoute, ReasonHeadersTooLarge,
 		ReasonNoSession, ReasonInvalidSession, ReasonTokenExpired, ReasonRefreshRejected, ReasonLoginRedirect,
 		ReasonOtherTenant, ReasonMissingScope, ReasonCSRF,
-		ReasonStoreUnavailable, ReasonIDPUnavailable, ReasonRefreshWait,
+		ReasonStoreUnavailable, ReasonIDPUnavailable, ReasonRefreshWait, ReasonIDPBusy, ReasonCanceled,
 		ReasonLoginComplete, ReasonCallbackUnconfigured, ReasonCallbackInvalid, ReasonCallbackUnknownState,
 		ReasonCallbackIDPError, ReasonCallbackRejected,
 		ReasonLogout, ReasonLogoutCrossSite, ReasonLogoutMethod,

@@ -23,7 +23,7 @@ func TestReasons(t *testing.T) {
 		"unknown_host", "bad_path", "bad_method", "no_route", "headers_too_large",
 		"no_session", "invalid_session", "token_expired", "refresh_rejected", "login_redirect",
 		"other_tenant", "missing_scope", "csrf",
-		"store_unavailable", "idp_unavailable", "refresh_wait",
+		"store_unavailable", "idp_unavailable", "refresh_wait", "idp_busy", "canceled",
 		"login_complete", "callback_unconfigured", "callback_invalid", "callback_unknown_state", "callback_idp_error", "callback_rejected",
 		"logout", "logout_cross_site", "logout_method",
 		"backchannel_logout", "backchannel_invalid",

@@ -64,12 +64,12 @@ func (e *Engine) refreshIfDue(ctx context.Context, r *in, s *session.Session) (*
 		return cur, nil
 	}
 
-	p, err := e.provider(ctx, tenant)
+	p, err := e.sessionProvider(ctx, tenant)
 	if err != nil {
 		if valid {
 			return s, nil
 		}
-		return nil, e.idpUnavailable(ctx, err)
+		return nil, e.idpUnavailable(ctx, r, err, false)
 	}
 	tok, err := p.Refresh(ctx, s.Record.GetRefreshToken(), s.Record.GetSubject())
 	if err != nil {
@@ -85,7 +85,7 @@ func (e *Engine) refreshIfDue(ctx context.Context, r *in, s *session.Session) (*
 			e.audit(ctx, r, EventRefreshFailed, s, slog.String("error", err.Error()))
 			return nil, e.unauthenticated(ctx, r, ReasonRefreshRejected)
 		}
-		return nil, e.idpUnavailable(ctx, err)
+		return nil, e.idpUnavailable(ctx, r, err, false)
 	}
 	rec := proto.CloneOf(s.Record) // s is shared (cache): change a copy
 	rec.AccessToken = tok.AccessToken

@@ -297,6 +297,26 @@ func (r *Registry) prove(c *tenantClient) {
 	r.proven.add(e)
 }
 
+// Vouch proves a tenant on evidence of its own: a session of the tenant
+// (sealed with its name, and found in the store) was opened, so a login on
+// it once succeeded, on this replica or another, before a restart or not.
+// Its fetches are then never held up by unproven tenants' (ErrBusy), and
+// its discovery failing is the provider's failure, not ErrUnknownTenant.
+func (r *Registry) Vouch(tenant string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.proven.m[tenant]; ok {
+		return
+	}
+	e := r.unproven.remove(tenant)
+	if e == nil {
+		e = &regEntry{tenant: tenant}
+	} else if errors.Is(e.err, ErrUnknownTenant) {
+		e.err, e.retryAt = nil, time.Time{} // what an anonymous request made of it
+	}
+	r.proven.add(e)
+}
+
 // tenantClient is a tenant's Client as the registry hands it out: a code
 // exchange for an unproven tenant takes a fetch slot, and a successful
 // exchange or refresh proves the tenant.

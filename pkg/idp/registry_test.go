@@ -394,3 +394,37 @@ func TestUnknownTenantIsNotAnOutage(t *testing.T) {
 		t.Fatalf("a proven tenant whose rebuild fails keeps its client: %v", err)
 	}
 }
+
+// TestVouchedTenantIsNeverUnknown: a replica restarted has proven no tenant;
+// a session of the tenant vouches for it, and its provider answering 404 is
+// then an outage, not ErrUnknownTenant, and it never waits for a fetch slot.
+func TestVouchedTenantIsNeverUnknown(t *testing.T) {
+	ctx := context.Background()
+	idp := newTenantIdP(t, "acme")
+	c := newClock()
+	r := idp.registry(RegistryOptions{TTL: time.Minute, MaxFetches: 1, FetchWait: 10 * time.Millisecond}, c)
+	idp.mu.Lock()
+	delete(idp.known, "acme") // its discovery answers 404 from now on
+	idp.mu.Unlock()
+	if _, err := r.Provider(ctx, "acme"); !errors.Is(err, ErrUnknownTenant) {
+		t.Fatalf("anonymous, unproven: %v, want ErrUnknownTenant", err)
+	}
+	r.Vouch("acme")
+	_, err := r.Provider(ctx, "acme")
+	if err == nil || errors.Is(err, ErrUnknownTenant) {
+		t.Fatalf("vouched for by a session: %v, want the provider's failure", err)
+	}
+	// Fetch slots taken by unproven tenants do not hold it up.
+	release, err := r.acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	c.advance(DefaultRetryAfter + time.Second)
+	idp.mu.Lock()
+	idp.known["acme"] = true
+	idp.mu.Unlock()
+	if _, err := r.Provider(ctx, "acme"); err != nil {
+		t.Fatalf("vouched, with every fetch slot taken: %v", err)
+	}
+}
