@@ -174,13 +174,27 @@ func (e *Engine) Check(ctx context.Context, r *Request) *Decision {
 		d.Tenant = tenant
 		return d
 	}
-	if !validMethod(r.Method) {
+	implied, ok := impliedMethods(r.Method, query, r.Headers)
+	if !ok || !validMethod(r.Method) {
 		d := deny(http.StatusBadRequest, ReasonBadMethod, "Bad request: the method is malformed or ambiguous.\n")
 		d.Tenant = tenant
 		return d
 	}
-	d := e.check(ctx, &in{method: r.Method, scheme: r.Scheme, headers: r.Headers, host: host, tenant: tenant, path: path, query: query,
-		body: r.Body, clientAddr: r.ClientAddr})
+	req := &in{method: r.Method, scheme: r.Scheme, headers: r.Headers, host: host, tenant: tenant, path: path, query: query,
+		body: r.Body, clientAddr: r.ClientAddr}
+	d := e.check(ctx, req)
+	// The upstream may serve the request as another method (an override,
+	// HEAD as GET): allowed only if that method would be too.
+	for _, m := range implied {
+		if !d.Allow {
+			break
+		}
+		as := *req
+		as.method = m
+		if o := e.check(ctx, &as); !o.Allow {
+			d = o
+		}
+	}
 	d.Tenant = tenant
 	return d
 }

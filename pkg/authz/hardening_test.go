@@ -63,6 +63,72 @@ func TestMethodSpellingsCannotDodgeRoutes(t *testing.T) {
 	}
 }
 
+// A request the upstream may serve as another method — a method override
+// header or _method parameter (Express, ASP.NET Core, Symfony, Laravel),
+// HEAD as GET — must be allowed for that method too; SAPUI5's OData
+// tunnelling (POST with X-HTTP-Method: MERGE) keeps working where MERGE is
+// allowed.
+func TestMethodOverridesCannotDodgeRoutes(t *testing.T) {
+	ctx := context.Background()
+	pol, err := policy.Parse([]byte(`{"routes":[
+		{"source":"^/deleteonly/","httpMethods":["DELETE"],"scope":"app.Admin"},
+		{"source":"^/items/","scope":{"DELETE":"app.Admin","default":"app.Viewer"}},
+		{"source":"^/getadmin/","httpMethods":["GET"],"scope":"app.Admin"},
+		{"source":"^/"}]}`), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, authz.Options{Policy: pol})
+	c := f.newSession(t, &sessionpb.Session{AccessToken: "tok", Scopes: []string{"app.Viewer"}, CsrfToken: "csrf"})
+	check := func(method, path string, kv ...string) *authz.Decision {
+		r := get(path, "JSESSIONID="+c, append([]string{"x-csrf-token", "csrf"}, kv...)...)
+		r.Method = method
+		return f.engine.Check(ctx, r)
+	}
+	for _, tc := range []struct {
+		method, path string
+		kv           []string
+	}{
+		{"POST", "/deleteonly/1", []string{"x-http-method-override", "DELETE"}},
+		{"POST", "/deleteonly/1", []string{"x-http-method-override", "delete"}},
+		{"POST", "/deleteonly/1", []string{"x-http-method", "DELETE"}},
+		{"PATCH", "/deleteonly/1", []string{"x-method-override", " Delete "}},
+		{"POST", "/deleteonly/1?_method=DELETE", nil},
+		{"POST", "/deleteonly/1?_method=delete&x=1", nil},
+		{"POST", "/deleteonly/1?_METHOD=DELETE", nil},
+		{"POST", "/items/1", []string{"x-http-method-override", "DELETE"}},
+		{"POST", "/items/1", []string{"x-http-method-override", "PATCH, DELETE"}},
+		{"HEAD", "/getadmin/x", nil},
+	} {
+		if d := check(tc.method, tc.path, tc.kv...); d.Allow || d.Reason != authz.ReasonMissingScope {
+			t.Errorf("%s %s %v: %d %s, want 403 missing_scope", tc.method, tc.path, tc.kv, d.Status, d.Reason)
+		}
+	}
+	for _, kv := range [][]string{{"x-http-method-override", "DE LETE"}, {"x-http-method", ""}, {"x-method-override", "GET\x00"}} {
+		if d := check("POST", "/items/1", kv...); d.Allow || d.Reason != authz.ReasonBadMethod {
+			t.Errorf("POST /items/1 %q: %d %s, want 400 bad_method", kv, d.Status, d.Reason)
+		}
+	}
+	if d := check("POST", "/items/1?_method=%00", nil...); d.Allow || d.Reason != authz.ReasonBadMethod {
+		t.Errorf("POST /items/1?_method=%%00: %d %s, want 400 bad_method", d.Status, d.Reason)
+	}
+	// Allowed: what the session may do, however it is spelled.
+	for _, tc := range []struct {
+		method, path string
+		kv           []string
+	}{
+		{"POST", "/items/1", []string{"x-http-method", "MERGE"}},
+		{"POST", "/items/1", []string{"x-http-method-override", "PUT"}},
+		{"POST", "/items/1?_method=PATCH", nil},
+		{"HEAD", "/items/1", nil},
+		{"GET", "/items/1?x=_method", nil},
+	} {
+		if d := check(tc.method, tc.path, tc.kv...); !d.Allow {
+			t.Errorf("%s %s %v: %d %s, want allowed", tc.method, tc.path, tc.kv, d.Status, d.Reason)
+		}
+	}
+}
+
 // Route decisions are made on the path the upstream serves, whatever its
 // spelling; what cannot be read unambiguously is refused.
 func TestPathSpellingsCannotDodgeRoutes(t *testing.T) {

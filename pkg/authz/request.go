@@ -35,7 +35,7 @@ const MaxBodyBytes = 64 << 10
 var RequestHeaders = []string{
 	":authority", ":method", ":path", ":scheme",
 	"cookie", "x-forwarded-proto", "x-forwarded-host", "x-requested-with", "sec-fetch-mode", "sec-fetch-site", "x-csrf-token",
-	"x-request-id", "x-forwarded-for",
+	"x-request-id", "x-forwarded-for", "x-http-method-override", "x-http-method", "x-method-override",
 }
 
 // Header is one HTTP header.

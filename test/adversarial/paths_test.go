@@ -396,6 +396,22 @@ func TestMethodSpellings(t *testing.T) {
 		if r := p.do(x, req("GET", "/withdefault/x", cookie)); r.Status != http.StatusForbidden {
 			t.Errorf("%s: GET /withdefault/x (Viewer not held): %s, want 403", p.name, r)
 		}
+		// Overrides the upstream may honour: decided as that method too.
+		// (Control: POST does not match the DELETE-only route, and is
+		// allowed by the catch-all.)
+		if r := p.do(x, req("POST", "/deleteonly/x", cookie)); r.Status != 200 {
+			t.Errorf("%s: POST /deleteonly/x: %s, want 200 (the catch-all route)", p.name, r)
+		}
+		for _, q := range []hreq{
+			req("POST", "/deleteonly/x", cookie).with("x-http-method-override", "DELETE"),
+			req("POST", "/deleteonly/x", cookie).with("x-http-method", "delete"),
+			req("PUT", "/deleteonly/x", cookie).with("x-method-override", "DELETE"),
+			req("POST", "/deleteonly/x?_method=DELETE", cookie),
+		} {
+			if r := p.do(x, q); r.Status != http.StatusForbidden || r.Bearer() != "" {
+				t.Errorf("%s: %s %s with an override: %s, want 403 (decided as DELETE too)", p.name, q.Method, q.Path, r)
+			}
+		}
 		for _, m := range spellings {
 			for _, path := range []string{"/deleteonly/x", "/withdefault/x", "/admin/x", "/public/x", "/home"} {
 				for _, c := range []string{cookie, ""} {
