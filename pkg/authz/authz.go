@@ -334,7 +334,11 @@ func (e *Engine) stripSessionCookie(d *Decision, r *in) {
 	if cookies == "" {
 		return
 	}
-	if rest := withoutCookie(cookies, e.opt.CookieName); rest != "" {
+	rest := withoutCookie(cookies, e.opt.CookieName)
+	if e.hostCookies() {
+		rest = withoutCookie(rest, e.bindingCookieName())
+	}
+	if rest != "" {
 		d.Upstream = append(d.Upstream, Header{"cookie", rest})
 	} else {
 		d.Remove = []string{"cookie"}

@@ -22,10 +22,43 @@ import (
 // browsers keep only with Path=/) lends it __Secure- instead.
 func (e *Engine) stateCookieName(state string) string {
 	name := e.opt.CookieName
-	if len(name) >= len("__Host-") && strings.EqualFold(name[:len("__Host-")], "__Host-") {
+	if e.hostCookies() {
 		name = "__Secure-" + name[len("__Host-"):]
 	}
 	return name + "_login_" + state[:10]
+}
+
+// hostCookies says whether the session cookie is a __Host- one: bound to
+// this very host, so that no sibling subdomain can set or shadow it.
+func (e *Engine) hostCookies() bool {
+	name := e.opt.CookieName
+	return len(name) >= len("__Host-") && strings.EqualFold(name[:len("__Host-")], "__Host-")
+}
+
+// bindingCookieName is, with __Host- cookies, the browser's login binding:
+// a random value in a __Host- cookie that each login's state is sealed to.
+// A __Secure- state cookie can be planted from a sibling subdomain (it may
+// carry Domain); without the binding, one that an attacker got for his own
+// login would sign the victim in as the attacker at the callback. The
+// binding cannot be planted, and never goes upstream.
+func (e *Engine) bindingCookieName() string { return e.opt.CookieName + "_b" }
+
+// loginBinding is what a login of r is sealed to besides its tenant: the
+// host, and with __Host- cookies the browser's binding (set is the cookie
+// to set when the browser has none yet; "" when it has, or needs none).
+func (e *Engine) loginBinding(r *in, create bool) (binding, set string) {
+	if !e.hostCookies() {
+		return r.host, ""
+	}
+	b := cookieValue(r.headers["cookie"], e.bindingCookieName())
+	if len(b) != 43 || strings.Trim(b, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") != "" {
+		if !create {
+			return "", ""
+		}
+		b = session.RandomString(32)
+		set = e.setCookie(r, e.bindingCookieName(), b, "/", 0)
+	}
+	return r.host + "\x00" + b, set
 }
 
 // maxReturnTarget bounds the return path kept in the state cookie; a longer
@@ -45,10 +78,11 @@ func (e *Engine) startLogin(ctx context.Context, r *in) *Decision {
 	redirectURI := e.urlScheme(r) + "://" + r.host + e.opt.CallbackPath
 	verifier := oauth2.GenerateVerifier()
 	nonce := session.RandomString(32)
+	binding, setBinding := e.loginBinding(r, true)
 	login, err := e.sessions.SealLogin(&sessionpb.LoginState{
 		Tenant: r.tenant, Nonce: nonce, PkceVerifier: verifier, ReturnPath: returnTarget(r),
 		RedirectUri: redirectURI,
-	}, r.host)
+	}, binding)
 	if err != nil {
 		return e.storeError(ctx, err)
 	}
@@ -56,8 +90,12 @@ func (e *Engine) startLogin(ctx context.Context, r *in) *Decision {
 	if err != nil {
 		return e.idpUnavailable(ctx, r, err, true)
 	}
-	return redirect(ReasonLoginRedirect, authURL,
+	d := redirect(ReasonLoginRedirect, authURL,
 		e.setCookie(r, e.stateCookieName(login.State), login.Cookie, e.opt.CallbackPath, int(e.sessions.LoginTTL().Seconds())))
+	if setBinding != "" {
+		d.Response = append(d.Response, Header{"set-cookie", setBinding})
+	}
+	return d
 }
 
 // returnTarget is where the browser goes back to after the login: the
@@ -91,7 +129,8 @@ func (e *Engine) callback(ctx context.Context, r *in) *Decision {
 	// over for this browser.
 	name := e.stateCookieName(state)
 	clear := []string{e.setCookie(r, name, "", e.opt.CallbackPath, -1)}
-	ls, err := e.sessions.OpenLogin(state, cookieValue(r.headers["cookie"], name), r.tenant, r.host)
+	binding, _ := e.loginBinding(r, false)
+	ls, err := e.sessions.OpenLogin(state, cookieValue(r.headers["cookie"], name), r.tenant, binding)
 	if err != nil {
 		e.log.DebugContext(ctx, "login state refused", "reason", err)
 		return withCookies(page(http.StatusBadRequest, ReasonCallbackUnknownState, "Login failed",

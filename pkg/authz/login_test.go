@@ -197,20 +197,59 @@ func TestFailedLoginLeadsBackToTheAskedPage(t *testing.T) {
 
 // A session cookie named __Host-… (which browsers keep only Secure, with
 // Path=/ and no Domain) must not break the login: the state cookie, whose
-// path is the callback's, is named __Secure-… instead.
+// path is the callback's, is named __Secure-… instead. As a __Secure-
+// cookie may carry Domain, a sibling subdomain could plant one an attacker
+// got for his own login; each login is therefore also sealed to a __Host-
+// binding cookie of the browser, which no sibling can set and which never
+// goes upstream.
 func TestHostPrefixedCookieName(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, authz.Options{CookieName: "__Host-sid"})
-	d := f.engine.Check(ctx, get("/orders", ""))
-	loc, _ := url.Parse(header(d, "location"))
-	sc := headers(d, "set-cookie")[0]
-	if !strings.HasPrefix(sc, "__Secure-sid_login_") || !strings.Contains(sc, "Path=/login/callback") || !strings.Contains(sc, "Secure") {
-		t.Fatalf("state cookie %q: want __Secure-sid_login_…, Secure, on the callback's path", sc)
+	// start begins a login in a browser holding cookies; it returns the
+	// callback's query, the state cookie and the browser's binding cookie.
+	start := func(cookies string) (query, state, binding string) {
+		d := f.engine.Check(ctx, get("/orders", cookies))
+		loc, _ := url.Parse(header(d, "location"))
+		for _, sc := range headers(d, "set-cookie") {
+			nv, _, _ := strings.Cut(sc, ";")
+			switch {
+			case strings.HasPrefix(sc, "__Secure-sid_login_"):
+				if !strings.Contains(sc, "Path=/login/callback") || !strings.Contains(sc, "Secure") {
+					t.Fatalf("state cookie %q: want Secure, on the callback's path", sc)
+				}
+				state = nv
+			case strings.HasPrefix(sc, "__Host-sid_b="):
+				if !strings.Contains(sc, "Path=/") || !strings.Contains(sc, "Secure") || strings.Contains(sc, "Domain") || strings.Contains(sc, "Max-Age") {
+					t.Fatalf("binding cookie %q: want a __Host- browser-session cookie", sc)
+				}
+				binding = nv
+			default:
+				t.Fatalf("unexpected cookie %q", sc)
+			}
+		}
+		if state == "" {
+			t.Fatalf("no __Secure-sid_login_ state cookie: %v", headers(d, "set-cookie"))
+		}
+		return url.Values{"code": {"c1"}, "state": {loc.Query().Get("state")}}.Encode(), state, binding
 	}
-	nameValue, _, _ := strings.Cut(sc, ";")
-	d = f.engine.Check(ctx, get("/login/callback?"+url.Values{"code": {"c1"}, "state": {loc.Query().Get("state")}}.Encode(), nameValue))
+	// The victim's browser has its binding; the attacker's login, in his
+	// own browser, has another.
+	_, _, victim := start("")
+	if victim == "" {
+		t.Fatal("the first login set no binding cookie")
+	}
+	if _, _, again := start(victim); again != "" {
+		t.Fatalf("a browser with a binding got another: %q", again)
+	}
+	attackerQuery, attackerState, _ := start("")
+	if d := f.engine.Check(ctx, get("/login/callback?"+attackerQuery, victim+"; "+attackerState)); d.Status != http.StatusBadRequest || d.Reason != authz.ReasonCallbackUnknownState {
+		t.Fatalf("another browser's state cookie, planted: %d %s, want 400 callback_unknown_state", d.Status, d.Reason)
+	}
+	// The victim's own login completes.
+	query, state, _ := start(victim)
+	d := f.engine.Check(ctx, get("/login/callback?"+query, victim+"; "+state))
 	if d.Status != http.StatusFound {
-		t.Fatalf("callback with the __Secure- state cookie: %d %s %q", d.Status, d.Reason, d.Body)
+		t.Fatalf("callback with the __Secure- state cookie and the binding: %d %s %q", d.Status, d.Reason, d.Body)
 	}
 	var session string
 	for _, c := range headers(d, "set-cookie") {
@@ -221,7 +260,17 @@ func TestHostPrefixedCookieName(t *testing.T) {
 			session, _, _ = strings.Cut(v, ";")
 		}
 	}
-	if d := f.engine.Check(ctx, get("/orders", "__Host-sid="+session)); !d.Allow {
+	d = f.engine.Check(ctx, get("/orders", "__Host-sid="+session+"; "+victim+"; theme=dark"))
+	if !d.Allow {
 		t.Fatalf("with the __Host-sid cookie: %d %s", d.Status, d.Reason)
+	}
+	var upstream string
+	for _, h := range d.Upstream {
+		if h.Name == "cookie" {
+			upstream = h.Value
+		}
+	}
+	if upstream != "theme=dark" {
+		t.Fatalf("upstream cookie header %q: want the app's cookies only (no session, no binding)", upstream)
 	}
 }

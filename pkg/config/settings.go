@@ -68,7 +68,7 @@ var settings = []setting{
 	{"http-idle-timeout", "EXTAUTHZ_HTTP_IDLE_TIMEOUT", "2m", "HTTP, nginx and admin listeners: how long a kept-alive connection may stay idle between requests", false,
 		func(c *Config, v string) error { return positiveDuration(&c.HTTPIdleTimeout, v) }},
 
-	{"session-cookie-name", "SESSION_COOKIE_NAME", "JSESSIONID", "name of the session cookie (approuter); `__Host-…` binds it to the exact host (no cookie from a sibling subdomain can shadow it; the login's state cookie is then `__Secure-…`)", false,
+	{"session-cookie-name", "SESSION_COOKIE_NAME", "JSESSIONID", "name of the session cookie (approuter); `__Host-…` binds it to the exact host (no cookie from a sibling subdomain can shadow it; the login's state cookie is then `__Secure-…`, sealed to a `__Host-…_b` cookie of the browser so that none planted from a sibling opens a login)", false,
 		func(c *Config, v string) error { return cookieName(&c.CookieName, v) }},
 	{"session-timeout", "SESSION_TIMEOUT", "15", "idle timeout: minutes, or a duration such as 30m (approuter)", false,
 		func(c *Config, v string) error { return duration(&c.SessionTimeout, v, true) }},

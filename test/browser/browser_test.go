@@ -326,6 +326,14 @@ func TestCookiesAsStored(t *testing.T) {
 				t.Fatalf("no session cookie after the login: %+v", all)
 			}
 			check(c, "/")
+			if tc.cookie == hostCookie {
+				// The login binding (a __Host- cookie no sibling can plant).
+				if b := cookieNamed(all, hostCookie+"_b"); b == nil {
+					t.Errorf("no %s_b binding cookie: %+v", hostCookie, all)
+				} else {
+					check(b, "/")
+				}
+			}
 			if !c.Session {
 				t.Errorf("session cookie expires at %v, want a browser-session cookie", c.Expires)
 			}
