@@ -191,6 +191,7 @@ func run(ctx context.Context, args []string, getenv config.Getenv, stderr io.Wri
 		Register:        svc.Register,
 		GRPCOptions:     svc.ServerOptions(),
 		MaxHeaderBytes:  cfg.MaxHeaderBytes,
+		MaxConnections:  cfg.MaxConnections,
 		Timeouts:        server.Timeouts{ReadHeader: cfg.HTTPReadHeaderTimeout, Idle: cfg.HTTPIdleTimeout},
 		Ready:           store.Ping,
 		Metrics:         m.Handler(),

@@ -47,8 +47,10 @@ type Config struct {
 	XFFTrustedHops int
 
 	// MaxHeaderBytes bounds the header names and values of one check;
+	// MaxConnections each check listener's open connections;
 	// MetricsMaxTenants the tenants named in metric labels.
 	MaxHeaderBytes    int
+	MaxConnections    int
 	MetricsMaxTenants int
 	// HTTP and admin listeners: the time to send a request's headers, and
 	// the time a kept-alive connection may stay idle.
