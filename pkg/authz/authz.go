@@ -298,23 +298,6 @@ func (e *Engine) public(r *in) *Decision {
 	return d
 }
 
-// provider is the identity provider of a tenant; nil, nil when none is configured.
-func (e *Engine) provider(ctx context.Context, tenant string) (idp.Client, error) {
-	if e.providers == nil {
-		return nil, nil
-	}
-	return e.providers.Provider(ctx, tenant)
-}
-
-// sessionProvider is provider for a request with a session of tenant: the
-// session is evidence that the tenant exists (idp.Registry.Vouch).
-func (e *Engine) sessionProvider(ctx context.Context, tenant string) (idp.Client, error) {
-	if v, ok := e.providers.(interface{ Vouch(tenant string) }); ok {
-		v.Vouch(tenant)
-	}
-	return e.provider(ctx, tenant)
-}
-
 // allow forwards the request with the access token and without the session
 // cookie.
 func (e *Engine) allow(r *in, s *session.Session) *Decision {

@@ -2,7 +2,6 @@ package session
 
 import (
 	"math"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -327,32 +326,6 @@ func (sh *cacheShard) remove(e *entry) {
 	delete(sh.m, e.id)
 	sh.n--
 	sh.bytes -= e.size
-}
-
-// nextTouch is when the touch of an entry read or touched at sent
-// (monotonic ns) comes due: one touch interval later, less a random quarter
-// of it. Without the jitter, sessions that were loaded together (every
-// active session within seconds of a restart or a deploy) would come due
-// together every interval, a burst of one command per active session; with
-// it they drift apart within a few intervals. Touches come at most a
-// quarter more often, and never later than the interval, so the idle
-// expiry's precision stays what TouchInterval says.
-func (c *cache) nextTouch(sent int64) int64 {
-	return sent + c.touchIvl - rand.Int64N(c.touchIvl/4+1)
-}
-
-// enqueueTouch hands e to the touch workers when its touch is due, at most
-// once at a time; when they are behind, the touch waits for a later hit (e's
-// store expiry is known, and served entries never outlive it).
-func (c *cache) enqueueTouch(e *entry, now int64) {
-	if now < e.touchAt.Load() || !e.touching.CompareAndSwap(false, true) {
-		return
-	}
-	select {
-	case c.touchq <- e:
-	default:
-		e.touching.Store(false)
-	}
 }
 
 func (c *cache) stats() CacheStats {
