@@ -39,9 +39,10 @@ var methodOverrides = []string{"x-http-method-override", "x-http-method", "x-met
 
 // impliedMethods are the methods other than its own that the upstream may
 // serve a request as, each of which it must be allowed for too: the method
-// override headers and a _method query parameter (Symfony and Laravel read
-// it, upper-cased), and GET for HEAD (frameworks answer HEAD with the GET
-// handler). ok is false for an override that is not a method.
+// override headers and a _method query parameter (in any spelling a
+// framework reads as one: overrideParams), and GET for HEAD, the request's
+// own or an override's (frameworks answer HEAD with the GET handler). ok is
+// false for an override that is not a method.
 func impliedMethods(method, query string, headers map[string]string) (implied []string, ok bool) {
 	add := func(m string) bool {
 		m = strings.ToUpper(strings.TrimSpace(m))
@@ -62,34 +63,67 @@ func impliedMethods(method, query string, headers map[string]string) (implied []
 			}
 		}
 	}
-	if containsFold(query, "_method") {
-		q, err := url.ParseQuery(query)
-		if err != nil {
-			return nil, false
-		}
-		for k, vs := range q {
-			if strings.EqualFold(k, "_method") {
-				for _, m := range vs {
-					if !add(m) {
-						return nil, false
-					}
-				}
-			}
-		}
+	if !overrideParams(query, add) {
+		return nil, false
 	}
-	if method == http.MethodHead {
+	if method == http.MethodHead || slices.Contains(implied, http.MethodHead) {
 		add(http.MethodGet)
 	}
 	return implied, true
 }
 
-// containsFold is strings.Contains without regard to ASCII case, without
-// allocating.
-func containsFold(s, sub string) bool {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i] == sub[0] && strings.EqualFold(s[i:i+len(sub)], sub) {
-			return true
+// overrideParams calls add with the value of every query parameter a
+// framework may read as _method, and says whether each was a method. A key
+// is read as frameworks read it: percent-decoded and "+" a space (Node's
+// querystring, Tomcat, Python, Go: %5Fmethod is _method), and as PHP
+// (Symfony, Laravel) names its variables: leading spaces dropped, "." and
+// " " turned into "_", an array's "[...]" cut ("?.method=", "?_method[]=").
+// Parameters are split at "&" and ";". It allocates only for a key that
+// is escaped.
+func overrideParams(query string, add func(string) bool) bool {
+	for query != "" {
+		var kv string
+		if i := strings.IndexAny(query, "&;"); i >= 0 {
+			kv, query = query[:i], query[i+1:]
+		} else {
+			kv, query = query, ""
+		}
+		k, v, _ := strings.Cut(kv, "=")
+		if !isOverrideKey(k) {
+			continue
+		}
+		v = strings.ReplaceAll(v, "+", " ")
+		if u, err := url.PathUnescape(v); err == nil {
+			v = u
+		}
+		if !add(v) {
+			return false
 		}
 	}
-	return false
+	return true
+}
+
+// isOverrideKey says whether a raw query key names _method (overrideParams).
+func isOverrideKey(k string) bool {
+	if len(k) < len("method") || len(k) > 64 {
+		return false
+	}
+	if strings.ContainsAny(k, "%+") {
+		u, err := url.PathUnescape(strings.ReplaceAll(k, "+", " "))
+		if err != nil {
+			return false // an upstream cannot read it either
+		}
+		k = u
+	}
+	k = strings.TrimLeft(k, " ")
+	if i := strings.IndexByte(k, '['); i >= 0 {
+		k = k[:i]
+	}
+	if len(k) != len("_method") {
+		return false
+	}
+	if c := k[0]; c != '_' && c != '.' && c != ' ' {
+		return false
+	}
+	return strings.EqualFold(k[1:], "method")
 }

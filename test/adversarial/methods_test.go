@@ -43,6 +43,10 @@ func TestMethodSpellings(t *testing.T) {
 			req("POST", "/deleteonly/x", cookie).with("x-http-method", "delete"),
 			req("PUT", "/deleteonly/x", cookie).with("x-method-override", "DELETE"),
 			req("POST", "/deleteonly/x?_method=DELETE", cookie),
+			req("POST", "/deleteonly/x?%5Fmethod=DELETE", cookie),
+			req("POST", "/deleteonly/x?_metho%64=DELETE", cookie),
+			req("POST", "/deleteonly/x?.method=DELETE", cookie),
+			req("POST", "/deleteonly/x?_method[]=DELETE", cookie),
 		} {
 			if r := p.do(x, q); r.Status != http.StatusForbidden || r.Bearer() != "" {
 				t.Errorf("%s: %s %s with an override: %s, want 403 (decided as DELETE too)", p.name, q.Method, q.Path, r)
