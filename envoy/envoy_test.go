@@ -49,21 +49,29 @@ func TestConfigWithoutPathNormalisationFails(t *testing.T) {
 		name   string
 		change func(hcm map[string]any)
 		ok     bool
+		want   string // in the error
 	}{
-		{"as shipped", func(map[string]any) {}, true},
-		{"unescape and redirect", func(h map[string]any) { h["path_with_escaped_slashes_action"] = "UNESCAPE_AND_REDIRECT" }, true},
-		{"no normalize_path", func(h map[string]any) { delete(h, "normalize_path") }, false},
-		{"normalize_path false", func(h map[string]any) { h["normalize_path"] = false }, false},
-		{"no merge_slashes", func(h map[string]any) { delete(h, "merge_slashes") }, false},
-		{"merge_slashes false", func(h map[string]any) { h["merge_slashes"] = false }, false},
-		{"no escaped slashes action", func(h map[string]any) { delete(h, "path_with_escaped_slashes_action") }, false},
-		{"escaped slashes kept", func(h map[string]any) { h["path_with_escaped_slashes_action"] = "KEEP_UNCHANGED" }, false},
-		{"escaped slashes forwarded", func(h map[string]any) { h["path_with_escaped_slashes_action"] = "UNESCAPE_AND_FORWARD" }, false},
+		{"as shipped", func(map[string]any) {}, true, ""},
+		{"headers with underscores rejected", func(h map[string]any) {
+			h["common_http_protocol_options"] = map[string]any{"headers_with_underscores_action": "REJECT_REQUEST"}
+		}, true, ""},
+		{"headers with underscores allowed", func(h map[string]any) {
+			h["common_http_protocol_options"] = map[string]any{"headers_with_underscores_action": "ALLOW"}
+		}, false, "underscores"},
+		{"no headers_with_underscores_action", func(h map[string]any) { delete(h, "common_http_protocol_options") }, false, "underscores"},
+		{"unescape and redirect", func(h map[string]any) { h["path_with_escaped_slashes_action"] = "UNESCAPE_AND_REDIRECT" }, true, ""},
+		{"no normalize_path", func(h map[string]any) { delete(h, "normalize_path") }, false, "normalised"},
+		{"normalize_path false", func(h map[string]any) { h["normalize_path"] = false }, false, "normalised"},
+		{"no merge_slashes", func(h map[string]any) { delete(h, "merge_slashes") }, false, "normalised"},
+		{"merge_slashes false", func(h map[string]any) { h["merge_slashes"] = false }, false, "normalised"},
+		{"no escaped slashes action", func(h map[string]any) { delete(h, "path_with_escaped_slashes_action") }, false, "normalised"},
+		{"escaped slashes kept", func(h map[string]any) { h["path_with_escaped_slashes_action"] = "KEEP_UNCHANGED" }, false, "normalised"},
+		{"escaped slashes forwarded", func(h map[string]any) { h["path_with_escaped_slashes_action"] = "UNESCAPE_AND_FORWARD" }, false, "normalised"},
 		{"none of them", func(h map[string]any) {
 			delete(h, "normalize_path")
 			delete(h, "merge_slashes")
 			delete(h, "path_with_escaped_slashes_action")
-		}, false},
+		}, false, "normalised"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -85,7 +93,7 @@ func TestConfigWithoutPathNormalisationFails(t *testing.T) {
 				t.Fatalf("refused: %v", err)
 			case !tt.ok && err == nil:
 				t.Fatal("accepted a configuration that does not normalise paths")
-			case !tt.ok && (!strings.Contains(err.Error(), `listener "public-ingress"`) || !strings.Contains(err.Error(), "normalised")):
+			case !tt.ok && (!strings.Contains(err.Error(), `listener "public-ingress"`) || !strings.Contains(err.Error(), tt.want)):
 				t.Fatalf("the error does not name the listener and the problem: %v", err)
 			}
 		})

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
@@ -194,6 +195,14 @@ func PathNormalization(h *hcmv3.HttpConnectionManager) error {
 	}
 	if len(missing) > 0 {
 		return fmt.Errorf("paths are not normalised, so extauthz may decide on another path than the upstream serves; set %s", strings.Join(missing, ", "))
+	}
+	// Header names, too: X_HTTP_METHOD_OVERRIDE is X-HTTP-Method-Override
+	// to CGI-style servers (Rack, PHP), but allowed_headers does not send it
+	// to extauthz.
+	switch a := h.GetCommonHttpProtocolOptions().GetHeadersWithUnderscoresAction(); a {
+	case corev3.HttpProtocolOptions_DROP_HEADER, corev3.HttpProtocolOptions_REJECT_REQUEST:
+	default:
+		return fmt.Errorf("headers with underscores reach the upstream unseen by extauthz (X_HTTP_METHOD_OVERRIDE is X-HTTP-Method-Override to Rack and PHP); set common_http_protocol_options.headers_with_underscores_action: DROP_HEADER (or REJECT_REQUEST), not %s", a)
 	}
 	return nil
 }
