@@ -25,6 +25,7 @@ import (
 	"github.com/extauthz/extauthz/internal/e2e"
 	"github.com/extauthz/extauthz/internal/redistest"
 	"github.com/extauthz/extauthz/pkg/authz"
+	"github.com/extauthz/extauthz/pkg/metrics"
 )
 
 var update = flag.Bool("update", false, "rewrite deploy/prometheus/extauthz-rules.yaml from the chart's PrometheusRule")
@@ -171,6 +172,9 @@ func labelValues(ms metricSet, metric, label string) []string {
 		for s := 200; s < 600; s++ {
 			vals = append(vals, strconv.Itoa(s))
 		}
+	case "tenant":
+		// Its fixed values (a single-tenant run names none of them).
+		vals = append(vals, metrics.TenantUnverified, metrics.TenantOverflow)
 	}
 	return vals
 }
