@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"golang.org/x/net/netutil"
@@ -88,7 +89,10 @@ func httpServer(h http.Handler, t Timeouts, maxHeaderBytes int) *http.Server {
 const DefaultMaxConnections = 4096
 
 // limitListener bounds a listener's open connections; beyond, new ones wait
-// in the backlog until one closes (the idle timeouts close idle ones).
+// in the backlog until one closes (the idle timeouts close idle ones). One
+// source address holds at most a quarter of them (a connection beyond is
+// closed at once), so that a client that can reach the port cannot take
+// every slot from the proxies, which connect from their own addresses.
 func limitListener(l net.Listener, n int) net.Listener {
 	if l == nil {
 		return nil
@@ -96,7 +100,55 @@ func limitListener(l net.Listener, n int) net.Listener {
 	if n <= 0 {
 		n = DefaultMaxConnections
 	}
-	return netutil.LimitListener(l, n)
+	return netutil.LimitListener(&perSource{Listener: l, max: max(1, n/4), open: map[string]int{}}, n)
+}
+
+// perSource closes a new connection whose source address already has max
+// open ones.
+type perSource struct {
+	net.Listener
+	max  int
+	mu   sync.Mutex
+	open map[string]int // source IP -> open connections
+}
+
+func (l *perSource) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		ip := c.RemoteAddr().String()
+		if h, _, err := net.SplitHostPort(ip); err == nil {
+			ip = h
+		}
+		l.mu.Lock()
+		if l.open[ip] >= l.max {
+			l.mu.Unlock()
+			c.Close()
+			continue
+		}
+		l.open[ip]++
+		l.mu.Unlock()
+		return &sourceConn{Conn: c, release: func() {
+			l.mu.Lock()
+			if l.open[ip]--; l.open[ip] <= 0 {
+				delete(l.open, ip)
+			}
+			l.mu.Unlock()
+		}}, nil
+	}
+}
+
+type sourceConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *sourceConn) Close() error {
+	c.once.Do(c.release)
+	return c.Conn.Close()
 }
 
 // grpcBounds are the gRPC listener's counterpart of the HTTP timeouts: a

@@ -198,3 +198,46 @@ func TestHTTPHeaderLimit(t *testing.T) {
 		t.Fatalf("200 KiB of headers: %v %v", resp, err)
 	}
 }
+
+// TestOneSourceCannotTakeEverySlot: one source address holds at most a
+// quarter of a listener's connections (more are closed at once); another
+// source still gets in.
+func TestOneSourceCannotTakeEverySlot(t *testing.T) {
+	l := limitListener(listen(t), 8)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }() // open until the client closes
+		}
+	}()
+	addr := l.Addr().String()
+	from := func(src string) net.Conn {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	held := []net.Conn{from("127.0.0.1"), from("127.0.0.1")}
+	for _, c := range held {
+		if _, ok := closedWithin(c, 200*time.Millisecond); ok {
+			t.Fatal("a connection within the source's share was closed")
+		}
+	}
+	if took, ok := closedWithin(from("127.0.0.1"), 2*time.Second); !ok {
+		t.Fatalf("a third connection from one source (a quarter of 8 is 2) is open after %v", took)
+	}
+	if _, ok := closedWithin(from("127.0.0.2"), 200*time.Millisecond); ok {
+		t.Fatal("another source's connection was closed")
+	}
+	held[0].Close()
+	time.Sleep(50 * time.Millisecond) // the server sees the close
+	if _, ok := closedWithin(from("127.0.0.1"), 200*time.Millisecond); ok {
+		t.Fatal("after one of its connections closed, the source gets no other")
+	}
+}
