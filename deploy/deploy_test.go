@@ -7,6 +7,7 @@
 package deploy_test
 
 import (
+	"errors"
 	"os"
 	"testing"
 
@@ -87,7 +88,14 @@ func loadEnv(t *testing.T, where string, env map[string]string) *config.Config {
 
 const secret64 = deploycheck.Secret64
 
-var (
-	meshPathNormalization = deploycheck.MeshPathNormalization
-	envoyFilterNormalises = deploycheck.EnvoyFilterNormalises
-)
+var meshPathNormalization = deploycheck.MeshPathNormalization
+
+// envoyFilterNormalises checks a shipped EnvoyFilter: it drops headers with
+// "_" in their names and normalises paths; it returns the pods it selects.
+func envoyFilterNormalises(spec []byte) (map[string]string, error) {
+	pods, paths, err := deploycheck.EnvoyFilterHardens(spec)
+	if err == nil && !paths {
+		err = errors.New("the EnvoyFilter does not normalise paths (normalize_path, merge_slashes, path_with_escaped_slashes_action: REJECT_REQUEST)")
+	}
+	return pods, err
+}

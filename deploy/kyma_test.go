@@ -288,6 +288,7 @@ func TestIstioPathNormalizationChecks(t *testing.T) {
 		"no normalize_path":         func(s string) string { return strings.Replace(s, `"normalize_path":true,`, "", 1) },
 		"no merge_slashes":          func(s string) string { return strings.Replace(s, `"merge_slashes":true,`, "", 1) },
 		"escaped slashes forwarded": func(s string) string { return strings.Replace(s, "REJECT_REQUEST", "UNESCAPE_AND_FORWARD", 1) },
+		"underscore headers kept":   func(s string) string { return strings.Replace(s, "DROP_HEADER", "ALLOW", 1) },
 		"outbound only":             func(s string) string { return strings.Replace(s, "SIDECAR_INBOUND", "SIDECAR_OUTBOUND", 1) },
 		"no workload selector":      func(s string) string { return strings.Replace(s, `"app":"my-app"`, "", 1) },
 	} {

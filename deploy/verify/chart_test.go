@@ -197,9 +197,13 @@ func checkInstalled(t *testing.T, in *installed, vals map[string]any) {
 		if normalise && !slices.ContainsFunc(in.normalised, func(n map[string]string) bool { return maps.Equal(n, pods) }) {
 			t.Errorf("the AuthorizationPolicy's pods %v have no EnvoyFilter normalising paths; found %v", pods, in.normalised)
 		}
+		// Whatever the path setting: the mesh has none for header names.
+		if !slices.ContainsFunc(in.hardened, func(n map[string]string) bool { return maps.Equal(n, pods) }) {
+			t.Errorf("the AuthorizationPolicy's pods %v have no EnvoyFilter dropping headers with \"_\"; found %v", pods, in.hardened)
+		}
 	}
 	if !normalise && len(in.normalised) > 0 {
-		t.Error("istio.pathNormalization false, EnvoyFilters rendered")
+		t.Error("istio.pathNormalization false, EnvoyFilters normalising paths rendered")
 	}
 
 	// Monitoring: the ServiceMonitor scrapes the admin port of the Service.

@@ -145,6 +145,7 @@ type installed struct {
 	policies       []*securityv1beta1.AuthorizationPolicy
 	policyMeta     []deploycheck.ObjectMeta
 	normalised     []map[string]string // the pods whose sidecar an EnvoyFilter makes normalise paths
+	hardened       []map[string]string // the pods whose sidecar an EnvoyFilter makes drop headers with "_"
 	filterSpecs    []json.RawMessage
 	virtualSvcs    []json.RawMessage
 	serviceMonitor *monitoringv1.ServiceMonitor
@@ -202,11 +203,14 @@ func decode(t *testing.T, objs []object) *installed {
 		case "networking.istio.io/v1alpha3 EnvoyFilter":
 			var raw deploycheck.Raw
 			strict(o, &raw)
-			pods, err := deploycheck.EnvoyFilterNormalises(raw.Spec)
+			pods, paths, err := deploycheck.EnvoyFilterHardens(raw.Spec)
 			if err != nil {
 				t.Fatalf("%s: %v", o.file, err)
 			}
-			in.normalised = append(in.normalised, pods)
+			in.hardened = append(in.hardened, pods)
+			if paths {
+				in.normalised = append(in.normalised, pods)
+			}
 			in.filterSpecs = append(in.filterSpecs, raw.Spec)
 		case "networking.istio.io/v1 VirtualService":
 			var raw deploycheck.Raw

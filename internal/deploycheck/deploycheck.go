@@ -237,17 +237,18 @@ func MeshPathNormalization(mc *meshv1alpha1.MeshConfig) error {
 }
 
 // EnvoyFilterNormalises decodes an EnvoyFilter's spec and checks that it
-// merges path normalisation (envoyconfig.PathNormalization) into the
-// HttpConnectionManager of the inbound sidecar listener of the workloads it
-// selects, which it returns.
-func EnvoyFilterNormalises(spec []byte) (map[string]string, error) {
+// merges into the HttpConnectionManager of the inbound sidecar listener of
+// the workloads it selects (which it returns) the dropping of headers whose
+// names hold "_" (envoyconfig.UnderscoreHeaders), and says whether it
+// merges path normalisation too (envoyconfig.PathNormalization).
+func EnvoyFilterHardens(spec []byte) (pods map[string]string, paths bool, err error) {
 	var ef networkingv1alpha3.EnvoyFilter
 	if err := protojson.Unmarshal(spec, &ef); err != nil {
-		return nil, fmt.Errorf("spec is not an Istio EnvoyFilter: %w", err)
+		return nil, false, fmt.Errorf("spec is not an Istio EnvoyFilter: %w", err)
 	}
 	labels := ef.GetWorkloadSelector().GetLabels()
 	if len(labels) == 0 {
-		return nil, fmt.Errorf("no workloadSelector: it must select the app's pods as the AuthorizationPolicy does")
+		return nil, false, fmt.Errorf("no workloadSelector: it must select the app's pods as the AuthorizationPolicy does")
 	}
 	for _, p := range ef.GetConfigPatches() {
 		if p.GetApplyTo() != networkingv1alpha3.EnvoyFilter_NETWORK_FILTER || p.GetMatch().GetContext() != networkingv1alpha3.EnvoyFilter_SIDECAR_INBOUND ||
@@ -257,26 +258,26 @@ func EnvoyFilterNormalises(spec []byte) (map[string]string, error) {
 		}
 		j, err := protojson.Marshal(p.GetPatch().GetValue())
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		var value struct {
 			TypedConfig json.RawMessage `json:"typed_config"`
 		}
 		if err := json.Unmarshal(j, &value); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		var a anypb.Any
 		if err := protojson.Unmarshal(value.TypedConfig, &a); err != nil {
-			return nil, fmt.Errorf("patch: typed_config: %w", err)
+			return nil, false, fmt.Errorf("patch: typed_config: %w", err)
 		}
 		var hcm hcmv3.HttpConnectionManager
 		if err := a.UnmarshalTo(&hcm); err != nil {
-			return nil, fmt.Errorf("patch: typed_config is not an HttpConnectionManager: %w", err)
+			return nil, false, fmt.Errorf("patch: typed_config is not an HttpConnectionManager: %w", err)
 		}
-		if err := envoyconfig.PathNormalization(&hcm); err != nil {
-			return nil, fmt.Errorf("patch: %w", err)
+		if err := envoyconfig.UnderscoreHeaders(&hcm); err != nil {
+			return nil, false, fmt.Errorf("patch: %w", err)
 		}
-		return labels, nil
+		return labels, envoyconfig.PathNormalization(&hcm) == nil, nil
 	}
-	return nil, fmt.Errorf("no MERGE patch of the SIDECAR_INBOUND http_connection_manager")
+	return nil, false, fmt.Errorf("no MERGE patch of the SIDECAR_INBOUND http_connection_manager")
 }

@@ -85,7 +85,7 @@ func Validate(doc []byte) (*Report, error) {
 		case *listenerv3.Listener:
 			listener = x.GetName()
 		case *hcmv3.HttpConnectionManager:
-			if err := PathNormalization(x); err != nil {
+			if err := errors.Join(PathNormalization(x), UnderscoreHeaders(x)); err != nil {
 				return fmt.Errorf("listener %q, HttpConnectionManager %q: %w", listener, x.GetStatPrefix(), err)
 			}
 		case *routev3.RouteAction:
@@ -196,9 +196,14 @@ func PathNormalization(h *hcmv3.HttpConnectionManager) error {
 	if len(missing) > 0 {
 		return fmt.Errorf("paths are not normalised, so extauthz may decide on another path than the upstream serves; set %s", strings.Join(missing, ", "))
 	}
-	// Header names, too: X_HTTP_METHOD_OVERRIDE is X-HTTP-Method-Override
-	// to CGI-style servers (Rack, PHP), but allowed_headers does not send it
-	// to extauthz.
+	return nil
+}
+
+// UnderscoreHeaders checks that an HttpConnectionManager keeps headers whose
+// names hold "_" from the upstream: X_HTTP_METHOD_OVERRIDE is
+// X-HTTP-Method-Override to CGI-style servers (Rack, PHP), but
+// allowed_headers does not send it to extauthz.
+func UnderscoreHeaders(h *hcmv3.HttpConnectionManager) error {
 	switch a := h.GetCommonHttpProtocolOptions().GetHeadersWithUnderscoresAction(); a {
 	case corev3.HttpProtocolOptions_DROP_HEADER, corev3.HttpProtocolOptions_REJECT_REQUEST:
 	default:
