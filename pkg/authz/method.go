@@ -2,7 +2,6 @@ package authz
 
 import (
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 )
@@ -39,13 +38,17 @@ var methodOverrides = []string{"x-http-method-override", "x-http-method", "x-met
 
 // impliedMethods are the methods other than its own that the upstream may
 // serve a request as, each of which it must be allowed for too: the method
-// override headers and a _method query parameter (in any spelling a
-// framework reads as one: overrideParams), and GET for HEAD, the request's
-// own or an override's (frameworks answer HEAD with the GET handler). ok is
-// false for an override that is not a method.
+// override headers, and the query parameters frameworks read as overrides
+// (overrideParams), and GET for HEAD, the request's own or an override's
+// (frameworks answer HEAD with the GET handler). Empty values are skipped,
+// as frameworks skip them; ok is false for an override that is not a
+// method.
 func impliedMethods(method, query string, headers map[string]string) (implied []string, ok bool) {
 	add := func(m string) bool {
 		m = strings.ToUpper(strings.TrimSpace(m))
+		if m == "" {
+			return true
+		}
 		if !validMethod(m) {
 			return false
 		}
@@ -73,13 +76,11 @@ func impliedMethods(method, query string, headers map[string]string) (implied []
 }
 
 // overrideParams calls add with the value of every query parameter a
-// framework may read as _method, and says whether each was a method. A key
-// is read as frameworks read it: percent-decoded and "+" a space (Node's
-// querystring, Tomcat, Python, Go: %5Fmethod is _method), and as PHP
-// (Symfony, Laravel) names its variables: leading spaces dropped, "." and
-// " " turned into "_", an array's "[...]" cut ("?.method=", "?_method[]=").
-// Parameters are split at "&" and ";". It allocates only for a key that
-// is escaped.
+// framework may read as a method override, and says whether each was a
+// method: _method (Express's method-override, Spring, gorilla, Symfony,
+// Laravel, Rails) and the override headers' names (ServiceStack reads them
+// from the query too). Parameters are split at "&" and ";". It allocates
+// only for a key that needs decoding.
 func overrideParams(query string, add func(string) bool) bool {
 	for query != "" {
 		var kv string
@@ -92,38 +93,79 @@ func overrideParams(query string, add func(string) bool) bool {
 		if !isOverrideKey(k) {
 			continue
 		}
-		v = strings.ReplaceAll(v, "+", " ")
-		if u, err := url.PathUnescape(v); err == nil {
-			v = u
-		}
-		if !add(v) {
+		if !add(decodeParam(v)) {
 			return false
 		}
 	}
 	return true
 }
 
-// isOverrideKey says whether a raw query key names _method (overrideParams).
+// isOverrideKey says whether a raw query key names a method override, read
+// as frameworks read keys: percent-decoded with "+" a space (and Jetty's
+// %uXXXX), and as PHP names its variables: cut at the first NUL and at an
+// array's "[", leading spaces dropped, "." and " " turned into "_".
 func isOverrideKey(k string) bool {
-	if len(k) < len("method") || len(k) > 64 {
-		return false
+	if !strings.ContainsAny(k, "%+") && len(k) > len("x-http-method-override") {
+		return false // too long to be one, and nothing to decode: the common case
 	}
-	if strings.ContainsAny(k, "%+") {
-		u, err := url.PathUnescape(strings.ReplaceAll(k, "+", " "))
-		if err != nil {
-			return false // an upstream cannot read it either
-		}
-		k = u
+	k = decodeParam(k)
+	if i := strings.IndexByte(k, 0); i >= 0 {
+		k = k[:i]
 	}
-	k = strings.TrimLeft(k, " ")
 	if i := strings.IndexByte(k, '['); i >= 0 {
 		k = k[:i]
 	}
-	if len(k) != len("_method") {
-		return false
+	k = strings.TrimLeft(k, " ")
+	if len(k) == len("_method") && (k[0] == '_' || k[0] == '.' || k[0] == ' ') && strings.EqualFold(k[1:], "method") {
+		return true
 	}
-	if c := k[0]; c != '_' && c != '.' && c != ' ' {
-		return false
+	for _, h := range methodOverrides {
+		if strings.EqualFold(k, h) {
+			return true
+		}
 	}
-	return strings.EqualFold(k[1:], "method")
+	return false
+}
+
+// decodeParam decodes a query key or value as the most lenient framework
+// does: "+" is a space, %XX a byte and %uXXXX a character (Jetty); a "%"
+// that starts neither stays.
+func decodeParam(s string) string {
+	if !strings.ContainsAny(s, "%+") {
+		return s
+	}
+	hex := func(h string) (r rune, ok bool) {
+		for i := 0; i < len(h); i++ {
+			d, ok := unhex(h[i])
+			if !ok {
+				return 0, false
+			}
+			r = r<<4 | rune(d)
+		}
+		return r, true
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '+' {
+			b.WriteByte(' ')
+			continue
+		}
+		if c == '%' && i+2 < len(s) {
+			if r, ok := hex(s[i+1 : i+3]); ok {
+				b.WriteByte(byte(r))
+				i += 2
+				continue
+			}
+		}
+		if c == '%' && i+5 < len(s) && (s[i+1] == 'u' || s[i+1] == 'U') {
+			if r, ok := hex(s[i+2 : i+6]); ok {
+				b.WriteRune(r)
+				i += 5
+				continue
+			}
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
 }
