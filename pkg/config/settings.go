@@ -61,7 +61,7 @@ var settings = []setting{
 		func(c *Config, v string) error { return boolean(&c.Pprof, v) }},
 	{"max-header-bytes", "EXTAUTHZ_MAX_HEADER_BYTES", "61440", "most bytes of header names and values one check may carry, on both protocols; more: 431 (Envoy's max_request_headers_kb is 60 KiB by default)", false,
 		func(c *Config, v string) error { return integer(&c.MaxHeaderBytes, v, 1<<10, 8<<20) }},
-	{"max-connections", "EXTAUTHZ_MAX_CONNECTIONS", "4096", "each check listener's open connections (gRPC, HTTP, nginx); beyond, new ones wait for one to close. With the gRPC port reachable by more than the proxy, this bounds memory: a gRPC connection carries at most 256 calls of at most max-header-bytes + 128 KiB each", false,
+	{"max-connections", "EXTAUTHZ_MAX_CONNECTIONS", "4096", "each check listener's open connections (gRPC, HTTP, nginx); beyond, new ones wait for one to close, and once half are open one source gets at most a quarter: keep it at least twice what the proxies open. With the gRPC port reachable by more than the proxy, this bounds memory: a gRPC connection carries at most 256 calls of at most max-header-bytes + 128 KiB each", false,
 		func(c *Config, v string) error { return integer(&c.MaxConnections, v, 16, 1<<20) }},
 	{"metrics-max-tenants", "EXTAUTHZ_METRICS_MAX_TENANTS", "500", "most tenants named in metric labels: verified tenants (a session opened or a login completed), first come; others are counted as (unverified) or (overflow)", false,
 		func(c *Config, v string) error { return integer(&c.MetricsMaxTenants, v, 1, 100_000) }},

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -89,10 +90,12 @@ func httpServer(h http.Handler, t Timeouts, maxHeaderBytes int) *http.Server {
 const DefaultMaxConnections = 4096
 
 // limitListener bounds a listener's open connections; beyond, new ones wait
-// in the backlog until one closes (the idle timeouts close idle ones). One
-// source address holds at most a quarter of them (a connection beyond is
-// closed at once), so that a client that can reach the port cannot take
-// every slot from the proxies, which connect from their own addresses.
+// in the backlog until one closes (the idle timeouts close idle ones). Once
+// half the slots are taken, a source that holds a quarter of them gets no
+// more (a new connection from it is closed at once), so that a client that
+// can reach the port cannot take every slot from the proxies, which connect
+// from their own addresses; a lone proxy (nginx, a sidecar, everything
+// through Istio's 127.0.0.6) still gets half.
 func limitListener(l net.Listener, n int) net.Listener {
 	if l == nil {
 		return nil
@@ -100,16 +103,32 @@ func limitListener(l net.Listener, n int) net.Listener {
 	if n <= 0 {
 		n = DefaultMaxConnections
 	}
-	return netutil.LimitListener(&perSource{Listener: l, max: max(1, n/4), open: map[string]int{}}, n)
+	return netutil.LimitListener(&perSource{Listener: l, share: max(1, n/4), busy: max(1, n/2), open: map[netip.Prefix]int{}}, n)
 }
 
-// perSource closes a new connection whose source address already has max
-// open ones.
+// perSource closes a new connection whose source already holds share open
+// ones while busy or more are open in all.
 type perSource struct {
 	net.Listener
-	max  int
-	mu   sync.Mutex
-	open map[string]int // source IP -> open connections
+	share, busy int
+	mu          sync.Mutex
+	total       int
+	open        map[netip.Prefix]int // source -> open connections
+}
+
+// source is who a connection comes from: its IP address, an IPv6 one's /64
+// (what one host is given).
+func source(a net.Addr) netip.Prefix {
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Prefix{}
+	}
+	ip := ap.Addr().Unmap()
+	if ip.Is6() {
+		p, _ := ip.Prefix(64)
+		return p
+	}
+	return netip.PrefixFrom(ip, 32)
 }
 
 func (l *perSource) Accept() (net.Conn, error) {
@@ -118,22 +137,21 @@ func (l *perSource) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		ip := c.RemoteAddr().String()
-		if h, _, err := net.SplitHostPort(ip); err == nil {
-			ip = h
-		}
+		src := source(c.RemoteAddr())
 		l.mu.Lock()
-		if l.open[ip] >= l.max {
+		if l.total >= l.busy && l.open[src] >= l.share {
 			l.mu.Unlock()
 			c.Close()
 			continue
 		}
-		l.open[ip]++
+		l.open[src]++
+		l.total++
 		l.mu.Unlock()
 		return &sourceConn{Conn: c, release: func() {
 			l.mu.Lock()
-			if l.open[ip]--; l.open[ip] <= 0 {
-				delete(l.open, ip)
+			l.total--
+			if l.open[src]--; l.open[src] <= 0 {
+				delete(l.open, src)
 			}
 			l.mu.Unlock()
 		}}, nil

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -199,11 +200,11 @@ func TestHTTPHeaderLimit(t *testing.T) {
 	}
 }
 
-// TestOneSourceCannotTakeEverySlot: one source address holds at most a
-// quarter of a listener's connections (more are closed at once); another
-// source still gets in.
+// TestOneSourceCannotTakeEverySlot: once half a listener's slots are
+// taken, a source holding a quarter of them gets no more (closed at once);
+// another source still gets in, and a lone proxy gets half the slots.
 func TestOneSourceCannotTakeEverySlot(t *testing.T) {
-	l := limitListener(listen(t), 8)
+	l := limitListener(listen(t), 8) // a quarter: 2; half: 4
 	go func() {
 		for {
 			c, err := l.Accept()
@@ -223,21 +224,47 @@ func TestOneSourceCannotTakeEverySlot(t *testing.T) {
 		t.Cleanup(func() { c.Close() })
 		return c
 	}
-	held := []net.Conn{from("127.0.0.1"), from("127.0.0.1")}
-	for _, c := range held {
-		if _, ok := closedWithin(c, 200*time.Millisecond); ok {
-			t.Fatal("a connection within the source's share was closed")
+	open := func(c net.Conn) bool {
+		_, closed := closedWithin(c, 200*time.Millisecond)
+		return !closed
+	}
+	var proxy []net.Conn
+	for range 4 {
+		c := from("127.0.0.1")
+		if !open(c) {
+			t.Fatalf("a lone source's connection %d of 4 (half the slots) was closed", len(proxy)+1)
 		}
+		proxy = append(proxy, c)
 	}
-	if took, ok := closedWithin(from("127.0.0.1"), 2*time.Second); !ok {
-		t.Fatalf("a third connection from one source (a quarter of 8 is 2) is open after %v", took)
+	if open(from("127.0.0.1")) {
+		t.Fatal("a fifth connection from one source, with half the slots taken, is open")
 	}
-	if _, ok := closedWithin(from("127.0.0.2"), 200*time.Millisecond); ok {
+	if !open(from("127.0.0.2")) {
 		t.Fatal("another source's connection was closed")
 	}
-	held[0].Close()
-	time.Sleep(50 * time.Millisecond) // the server sees the close
-	if _, ok := closedWithin(from("127.0.0.1"), 200*time.Millisecond); ok {
-		t.Fatal("after one of its connections closed, the source gets no other")
+	// Below half again, the source gets in.
+	proxy[0].Close()
+	proxy[1].Close()
+	time.Sleep(50 * time.Millisecond) // the server sees the closes
+	if !open(from("127.0.0.1")) {
+		t.Fatal("with fewer than half the slots taken, the source gets no connection")
+	}
+}
+
+// TestSource: IPv6 sources count by /64 (one host's share), IPv4-mapped
+// addresses as IPv4.
+func TestSource(t *testing.T) {
+	a := func(s string) net.Addr { ap := netip.MustParseAddrPort(s); return net.TCPAddrFromAddrPort(ap) }
+	if source(a("[2001:db8:1:2::1]:5")) != source(a("[2001:db8:1:2:ffff::9]:6")) {
+		t.Error("two addresses of one /64 are two sources")
+	}
+	if source(a("[2001:db8:1:3::1]:5")) == source(a("[2001:db8:1:2::1]:5")) {
+		t.Error("two /64s are one source")
+	}
+	if source(a("[::ffff:127.0.0.1]:5")) != source(a("127.0.0.1:6")) {
+		t.Error("an IPv4-mapped address is another source than its IPv4 address")
+	}
+	if source(a("127.0.0.1:5")) == source(a("127.0.0.2:5")) {
+		t.Error("two IPv4 addresses are one source")
 	}
 }
