@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -103,5 +104,21 @@ func TestIdPErrors(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
 	if last := lines[len(lines)-1]; !strings.Contains(last, "identity provider unavailable") || !strings.Contains(last, "suppressed=") {
 		t.Fatalf("the next warning a second later does not count the dropped ones: %q", last)
+	}
+}
+
+// A callback whose login state opened is a login extauthz started for this
+// tenant: the provider failing now is that tenant's outage, counted under
+// its name (what the shipped IdP alert pages on).
+func TestCallbackOutageIsTheTenants(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, authz.Options{})
+	d := f.engine.Check(ctx, get("/orders", ""))
+	loc, _ := url.Parse(header(d, "location"))
+	state, _, _ := strings.Cut(headers(d, "set-cookie")[0], ";")
+	f.idp.exchangeErr = errors.New("dial tcp: i/o timeout")
+	d = f.engine.Check(ctx, get("/login/callback?"+url.Values{"code": {"c"}, "state": {loc.Query().Get("state")}}.Encode(), state))
+	if d.Status != http.StatusBadGateway || d.Reason != authz.ReasonIDPUnavailable || !d.TenantVerified {
+		t.Fatalf("the provider down at the callback: %d %s verified=%v, want 502 idp_unavailable, the tenant's", d.Status, d.Reason, d.TenantVerified)
 	}
 }

@@ -158,7 +158,7 @@ func (e *Engine) callback(ctx context.Context, r *in) *Decision {
 	}
 	p, err := e.provider(ctx, r.tenant)
 	if err != nil {
-		return withCookies(e.idpUnavailable(ctx, r, err, false), clear)
+		return withCookies(e.loginUnavailable(ctx, r, err), clear)
 	}
 	tok, err := p.Exchange(ctx, code, ls.GetPkceVerifier(), ls.GetRedirectUri(), ls.GetNonce())
 	if errors.Is(err, idp.ErrRejected) {
@@ -166,7 +166,7 @@ func (e *Engine) callback(ctx context.Context, r *in) *Decision {
 		return withCookies(pageWith(http.StatusBadRequest, ReasonCallbackRejected, "Login failed", "The identity provider did not accept this login.", again), clear)
 	}
 	if err != nil {
-		return withCookies(e.idpUnavailable(ctx, r, err, false), clear)
+		return withCookies(e.loginUnavailable(ctx, r, err), clear)
 	}
 	// One session per login, however often the callback is replayed. Marked
 	// only now, after a successful exchange: nobody without a login at the
@@ -288,6 +288,16 @@ func (e *Engine) idpUnavailable(ctx context.Context, r *in, err error, anonymous
 	d := page(http.StatusBadGateway, ReasonIDPUnavailable, "Login unavailable",
 		"The identity provider cannot be reached. Try again shortly.")
 	d.Response = append(d.Response, Header{"retry-after", "5"})
+	return d
+}
+
+// loginUnavailable is idpUnavailable for a callback whose login state
+// opened: extauthz started this login for this tenant, whose provider
+// answered then, so an outage now is that tenant's, counted under its name
+// (what the shipped IdP alert pages on), not among unverified tenants.
+func (e *Engine) loginUnavailable(ctx context.Context, r *in, err error) *Decision {
+	d := e.idpUnavailable(ctx, r, err, false)
+	d.TenantVerified = d.Reason == ReasonIDPUnavailable
 	return d
 }
 
