@@ -2,6 +2,7 @@ package authz_test
 
 import (
 	"context"
+	"fmt"
 
 	"net/http"
 	"net/url"
@@ -117,6 +118,11 @@ func TestMethodOverridesCannotDodgeRoutes(t *testing.T) {
 		{"POST", "/deleteonly/1?X-HTTP-Method-Override=DELETE", nil},
 		{"POST", "/deleteonly/1?x-http-method=DELETE", nil},
 		{"POST", "/deleteonly/1?X-Method-Override=delete", nil},
+		{"POST", "/deleteonly/1?_method[]aaaaaaaaaaaaaaaaaaaaaaa=DELETE", nil},
+		{"POST", "/deleteonly/1?X-HTTP-Method-Override[]zzzzzzz=DELETE", nil},
+		{"POST", "/deleteonly/1?[_method]=DELETE", nil},
+		{"POST", "/deleteonly/1?%5B_method%5D=DELETE", nil},
+		{"POST", "/deleteonly/1?" + strings.Repeat("%20", 40) + "[_method]=DELETE", nil},
 		{"POST", "/getadmin/1", []string{"x-http-method-override", "HEAD"}},
 		{"POST", "/getadmin/1?_method=HEAD", nil},
 		{"POST", "/items/1", []string{"x-http-method-override", "DELETE"}},
@@ -134,6 +140,15 @@ func TestMethodOverridesCannotDodgeRoutes(t *testing.T) {
 	}
 	if d := check("POST", "/items/1?_method=%00", nil...); d.Allow || d.Reason != authz.ReasonBadMethod {
 		t.Errorf("POST /items/1?_method=%%00: %d %s, want 400 bad_method", d.Status, d.Reason)
+	}
+	// A request standing for many methods would be decided once for each:
+	// more than a client ever sends is refused.
+	var many []string
+	for i := range 5000 {
+		many = append(many, fmt.Sprintf("_method=M%d", i))
+	}
+	if d := check("POST", "/items/1?"+strings.Join(many, "&"), nil...); d.Allow || d.Reason != authz.ReasonBadMethod {
+		t.Errorf("POST with 5,000 overrides: %d %s, want 400 bad_method", d.Status, d.Reason)
 	}
 	// Allowed: what the session may do, however it is spelled.
 	for _, tc := range []struct {

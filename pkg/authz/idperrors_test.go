@@ -121,4 +121,11 @@ func TestCallbackOutageIsTheTenants(t *testing.T) {
 	if d.Status != http.StatusBadGateway || d.Reason != authz.ReasonIDPUnavailable || !d.TenantVerified {
 		t.Fatalf("the provider down at the callback: %d %s verified=%v, want 502 idp_unavailable, the tenant's", d.Status, d.Reason, d.TenantVerified)
 	}
+	// A tenant the provider no longer knows is not one: the state proves
+	// only that it knew it when the login started.
+	f.idp.exchangeErr = fmt.Errorf("%w \"x\": %w", idp.ErrUnknownTenant, idp.ErrNoSuchIssuer)
+	d = f.engine.Check(ctx, get("/login/callback?"+url.Values{"code": {"c"}, "state": {loc.Query().Get("state")}}.Encode(), state))
+	if d.Status != http.StatusNotFound || d.Reason != authz.ReasonUnknownHost || d.TenantVerified {
+		t.Fatalf("a tenant the provider no longer knows, at the callback: %d %s verified=%v, want 404 unknown_host, unverified", d.Status, d.Reason, d.TenantVerified)
+	}
 }

@@ -295,8 +295,11 @@ func (e *Engine) idpUnavailable(ctx context.Context, r *in, err error, anonymous
 // opened: extauthz started this login for this tenant, whose provider
 // answered then, so an outage now is that tenant's, counted under its name
 // (what the shipped IdP alert pages on), not among unverified tenants.
+// A tenant the provider says it does not know (anymore) is not that: the
+// login's state proves only that it knew it then.
 func (e *Engine) loginUnavailable(ctx context.Context, r *in, err error) *Decision {
-	d := e.idpUnavailable(ctx, r, err, false)
+	unknown := errors.Is(err, idp.ErrUnknownTenant)
+	d := e.idpUnavailable(ctx, r, err, unknown)
 	d.TenantVerified = d.Reason == ReasonIDPUnavailable
 	return d
 }

@@ -30,6 +30,11 @@ func validMethod(m string) bool {
 	return true
 }
 
+// maxImplied bounds the methods a request may stand for besides its own
+// (each is decided like the request): a client sends one override, and
+// HEAD adds GET.
+const maxImplied = 4
+
 // methodOverrides are the headers with which frameworks let a request stand
 // for another method (Express's method-override, ASP.NET Core's
 // UseHttpMethodOverride, Jersey, Symfony, Laravel; SAPUI5's OData model
@@ -42,7 +47,7 @@ var methodOverrides = []string{"x-http-method-override", "x-http-method", "x-met
 // (overrideParams), and GET for HEAD, the request's own or an override's
 // (frameworks answer HEAD with the GET handler). Empty values are skipped,
 // as frameworks skip them; ok is false for an override that is not a
-// method.
+// method, or for more than maxImplied of them.
 func impliedMethods(method, query string, headers map[string]string) (implied []string, ok bool) {
 	add := func(m string) bool {
 		m = strings.ToUpper(strings.TrimSpace(m))
@@ -53,6 +58,9 @@ func impliedMethods(method, query string, headers map[string]string) (implied []
 			return false
 		}
 		if m != method && !slices.Contains(implied, m) {
+			if len(implied) == maxImplied {
+				return false // no client asks for more: a request fanned out into checks
+			}
 			implied = append(implied, m)
 		}
 		return true
@@ -69,8 +77,8 @@ func impliedMethods(method, query string, headers map[string]string) (implied []
 	if !overrideParams(query, add) {
 		return nil, false
 	}
-	if method == http.MethodHead || slices.Contains(implied, http.MethodHead) {
-		add(http.MethodGet)
+	if (method == http.MethodHead || slices.Contains(implied, http.MethodHead)) && !add(http.MethodGet) {
+		return nil, false
 	}
 	return implied, true
 }
@@ -102,30 +110,84 @@ func overrideParams(query string, add func(string) bool) bool {
 
 // isOverrideKey says whether a raw query key names a method override, read
 // as frameworks read keys: percent-decoded with "+" a space (and Jetty's
-// %uXXXX), and as PHP names its variables: cut at the first NUL and at an
-// array's "[", leading spaces dropped, "." and " " turned into "_".
+// %uXXXX); as PHP names its variables, cut at the first NUL and at an
+// array's "[", leading spaces dropped, "." and " " turned into "_"; and a
+// key in brackets unwrapped (qs, Express's query parser, and Rack read
+// "[_method]" as _method). It decodes into a small buffer on the stack: an
+// override key is short once its spaces and brackets are gone.
 func isOverrideKey(k string) bool {
-	if !strings.ContainsAny(k, "%+") && len(k) > len("x-http-method-override") {
-		return false // too long to be one, and nothing to decode: the common case
+	var buf [32]byte
+	n, started, bracketed := 0, false, false
+scan:
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		switch {
+		case c == '+':
+			c = ' '
+		case c == '%' && i+2 < len(k) && isHex(k[i+1]) && isHex(k[i+2]):
+			c = hexByte(k[i+1])<<4 | hexByte(k[i+2])
+			i += 2
+		case c == '%' && i+5 < len(k) && (k[i+1] == 'u' || k[i+1] == 'U') && isHex(k[i+2]) && isHex(k[i+3]) && isHex(k[i+4]) && isHex(k[i+5]):
+			if k[i+2] != '0' || k[i+3] != '0' || k[i+4] > '7' {
+				c = 0xFF // not ASCII: no override name holds it
+			} else {
+				c = hexByte(k[i+4])<<4 | hexByte(k[i+5])
+			}
+			i += 5
+		}
+		switch {
+		case c == 0:
+			break scan
+		case !started && c == ' ':
+			continue
+		case !started && c == '[':
+			started, bracketed = true, true
+			continue
+		case c == '[' || bracketed && c == ']':
+			break scan
+		}
+		started = true
+		if n == len(buf) {
+			return false // longer than any override name
+		}
+		buf[n] = c
+		n++
 	}
-	k = decodeParam(k)
-	if i := strings.IndexByte(k, 0); i >= 0 {
-		k = k[:i]
-	}
-	if i := strings.IndexByte(k, '['); i >= 0 {
-		k = k[:i]
-	}
-	k = strings.TrimLeft(k, " ")
-	if len(k) == len("_method") && (k[0] == '_' || k[0] == '.' || k[0] == ' ') && strings.EqualFold(k[1:], "method") {
+	key := buf[:n]
+	if n == len("_method") && (key[0] == '_' || key[0] == '.' || key[0] == ' ') && foldEqual(key[1:], "method") {
 		return true
 	}
 	for _, h := range methodOverrides {
-		if strings.EqualFold(k, h) {
+		if foldEqual(key, h) {
 			return true
 		}
 	}
 	return false
 }
+
+// foldEqual is strings.EqualFold for ASCII, of bytes and a string.
+func foldEqual(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range b {
+		x, y := b[i], s[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+func isHex(c byte) bool { _, ok := unhex(c); return ok }
+
+func hexByte(c byte) byte { d, _ := unhex(c); return d }
 
 // decodeParam decodes a query key or value as the most lenient framework
 // does: "+" is a space, %XX a byte and %uXXXX a character (Jetty); a "%"

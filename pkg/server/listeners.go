@@ -95,7 +95,8 @@ const DefaultMaxConnections = 4096
 // more (a new connection from it is closed at once), so that a client that
 // can reach the port cannot take every slot from the proxies, which connect
 // from their own addresses; a lone proxy (nginx, a sidecar, everything
-// through Istio's 127.0.0.6) still gets half.
+// through Istio's 127.0.0.6) still gets half. Three sources together can
+// still take every slot: the ports are for the proxies only.
 func limitListener(l net.Listener, n int) net.Listener {
 	if l == nil {
 		return nil
@@ -103,7 +104,7 @@ func limitListener(l net.Listener, n int) net.Listener {
 	if n <= 0 {
 		n = DefaultMaxConnections
 	}
-	return netutil.LimitListener(&perSource{Listener: l, share: max(1, n/4), busy: max(1, n/2), open: map[netip.Prefix]int{}}, n)
+	return netutil.LimitListener(&perSource{Listener: l, share: max(1, n/4), busy: max(1, n/2), open: map[netip.Addr]int{}}, n)
 }
 
 // perSource closes a new connection whose source already holds share open
@@ -113,22 +114,18 @@ type perSource struct {
 	share, busy int
 	mu          sync.Mutex
 	total       int
-	open        map[netip.Prefix]int // source -> open connections
+	open        map[netip.Addr]int // source -> open connections
 }
 
-// source is who a connection comes from: its IP address, an IPv6 one's /64
-// (what one host is given).
-func source(a net.Addr) netip.Prefix {
+// source is who a connection comes from: its IP address (IPv4-mapped ones
+// as IPv4). Not an IPv6 /64: pods of a cluster often share one, the proxy's
+// and an attacker's alike.
+func source(a net.Addr) netip.Addr {
 	ap, err := netip.ParseAddrPort(a.String())
 	if err != nil {
-		return netip.Prefix{}
+		return netip.Addr{}
 	}
-	ip := ap.Addr().Unmap()
-	if ip.Is6() {
-		p, _ := ip.Prefix(64)
-		return p
-	}
-	return netip.PrefixFrom(ip, 32)
+	return ap.Addr().Unmap()
 }
 
 func (l *perSource) Accept() (net.Conn, error) {

@@ -251,15 +251,12 @@ func TestOneSourceCannotTakeEverySlot(t *testing.T) {
 	}
 }
 
-// TestSource: IPv6 sources count by /64 (one host's share), IPv4-mapped
-// addresses as IPv4.
+// TestSource: sources are addresses (not IPv6 /64s, which pods of a
+// cluster share), IPv4-mapped ones as IPv4.
 func TestSource(t *testing.T) {
 	a := func(s string) net.Addr { ap := netip.MustParseAddrPort(s); return net.TCPAddrFromAddrPort(ap) }
-	if source(a("[2001:db8:1:2::1]:5")) != source(a("[2001:db8:1:2:ffff::9]:6")) {
-		t.Error("two addresses of one /64 are two sources")
-	}
-	if source(a("[2001:db8:1:3::1]:5")) == source(a("[2001:db8:1:2::1]:5")) {
-		t.Error("two /64s are one source")
+	if source(a("[fd00::e47:1]:5")) == source(a("[fd00::a77a:c4]:6")) {
+		t.Error("two addresses of one /64 (the proxy's pod and another) are one source")
 	}
 	if source(a("[::ffff:127.0.0.1]:5")) != source(a("127.0.0.1:6")) {
 		t.Error("an IPv4-mapped address is another source than its IPv4 address")
