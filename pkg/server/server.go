@@ -83,12 +83,14 @@ const authService = "envoy.service.auth.v3.Authorization"
 func Run(ctx context.Context, o Options) error {
 	gs := grpc.NewServer(append([]grpc.ServerOption{
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-		// No grpc.NumStreamWorkers: BenchmarkGRPCStreamWorkers finds no gain
-		// at concurrency 1, 16 or 64 over one connection, and the same allocations.
 	}, append(grpcBounds(o.Timeouts, o.Log), o.GRPCOptions...)...)...)
 	o.Register(gs)
 	var stopping atomic.Bool // readiness fails from the first moment of the shutdown
 	hs := health.NewServer()
+	// Known, and not serving, until the first readiness check says so: never
+	// "unknown service", nor serving before the store answered.
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	hs.SetServingStatus(authService, healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
 
