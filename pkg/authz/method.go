@@ -110,14 +110,17 @@ func overrideParams(query string, add func(string) bool) bool {
 
 // isOverrideKey says whether a raw query key names a method override, read
 // as frameworks read keys: percent-decoded with "+" a space (and Jetty's
-// %uXXXX); as PHP names its variables, cut at the first NUL and at an
-// array's "[", leading spaces dropped, "." and " " turned into "_"; and a
-// key in brackets unwrapped (qs, Express's query parser, and Rack read
-// "[_method]" as _method). It decodes into a small buffer on the stack: an
-// override key is short once its spaces and brackets are gone.
+// %uXXXX); leading spaces dropped, "." and " " turned into "_" and the name
+// ended at the first NUL, "[" or "]" (PHP); leading brackets dropped (qs,
+// Express's query parser, unwraps "[_method]"; Rack 2 strips any run of
+// "[" and "]"); and, for the override headers' names, control and non-ASCII
+// characters ignored (ServiceStack looks keys up in a NameValueCollection
+// whose culture-aware comparison on .NET 5+ ignores them: NUL, soft hyphen,
+// zero-width space). Both readings decode into small buffers on the stack:
+// an override key is short once its spaces and brackets are gone.
 func isOverrideKey(k string) bool {
-	var buf [32]byte
-	n, started, bracketed := 0, false, false
+	var cut, ignoring [32]byte // the name cut at NUL; the name without control and non-ASCII characters
+	nc, ni, cutDone, started := 0, 0, false, false
 scan:
 	for i := 0; i < len(k); i++ {
 		c := k[i]
@@ -129,37 +132,55 @@ scan:
 			i += 2
 		case c == '%' && i+5 < len(k) && (k[i+1] == 'u' || k[i+1] == 'U') && isHex(k[i+2]) && isHex(k[i+3]) && isHex(k[i+4]) && isHex(k[i+5]):
 			if k[i+2] != '0' || k[i+3] != '0' || k[i+4] > '7' {
-				c = 0xFF // not ASCII: no override name holds it
+				c = 0xFF // not ASCII
 			} else {
 				c = hexByte(k[i+4])<<4 | hexByte(k[i+5])
 			}
 			i += 5
 		}
 		switch {
-		case c == 0:
-			break scan
-		case !started && c == ' ':
+		case !started && (c == ' ' || c == '[' || c == ']'):
 			continue
-		case !started && c == '[':
-			started, bracketed = true, true
-			continue
-		case c == '[' || bracketed && c == ']':
+		case c == '[' || c == ']':
 			break scan
 		}
 		started = true
-		if n == len(buf) {
-			return false // longer than any override name
+		if c == 0 {
+			cutDone = true
 		}
-		buf[n] = c
-		n++
+		if !cutDone {
+			if nc == len(cut) {
+				cutDone, nc = true, len(cut)+1 // too long: no override name
+			} else {
+				cut[nc] = c
+				nc++
+			}
+		}
+		if c >= 0x20 && c < 0x7F {
+			if ni == len(ignoring) {
+				if nc > len(cut) {
+					return false
+				}
+				ni = len(ignoring) + 1
+				continue
+			}
+			if ni < len(ignoring) {
+				ignoring[ni] = c
+				ni++
+			}
+		}
 	}
-	key := buf[:n]
-	if n == len("_method") && (key[0] == '_' || key[0] == '.' || key[0] == ' ') && foldEqual(key[1:], "method") {
-		return true
-	}
-	for _, h := range methodOverrides {
-		if foldEqual(key, h) {
+	if nc <= len(cut) {
+		key := cut[:nc]
+		if nc == len("_method") && (key[0] == '_' || key[0] == '.' || key[0] == ' ') && foldEqual(key[1:], "method") {
 			return true
+		}
+	}
+	if ni <= len(ignoring) {
+		for _, h := range methodOverrides {
+			if foldEqual(ignoring[:ni], h) {
+				return true
+			}
 		}
 	}
 	return false
