@@ -34,6 +34,7 @@ type fakeIDP struct {
 	authErr     error
 	refreshed   *idp.Tokens
 	delay       time.Duration
+	gate        chan struct{} // when set, Refresh waits for it to close
 	lastCode    string
 	sid         string // the sid of the ID tokens Exchange returns
 	lastNonce   string
@@ -76,6 +77,9 @@ func (f *fakeIDP) Exchange(_ context.Context, code, verifier, redirectURI, nonce
 func (f *fakeIDP) Refresh(_ context.Context, refreshToken, subject string) (*idp.Tokens, error) {
 	f.refreshes.Add(1)
 	time.Sleep(f.delay)
+	if f.gate != nil {
+		<-f.gate
+	}
 	if f.refreshErr != nil {
 		return nil, f.refreshErr
 	}

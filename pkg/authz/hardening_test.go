@@ -369,7 +369,7 @@ func TestRefreshAheadClampedToTheTokenLifetime(t *testing.T) {
 func TestRefreshDuringLogoutDoesNotResurrect(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, authz.Options{RefreshAhead: 5 * time.Minute})
-	f.idp.delay = 200 * time.Millisecond
+	f.idp.gate = make(chan struct{}) // the refresh is held at the IdP until the logout is done
 	f.idp.refreshed = &idp.Tokens{AccessToken: "new", Expiry: time.Now().Add(time.Hour)}
 	c := f.newSession(t, &sessionpb.Session{AccessToken: "old", RefreshToken: "rt", AccessTokenExpiry: time.Now().Add(-time.Second).Unix()})
 	var wg sync.WaitGroup
@@ -377,10 +377,13 @@ func TestRefreshDuringLogoutDoesNotResurrect(t *testing.T) {
 	wg.Go(func() {
 		refreshDecision = f.engine.Check(ctx, get("/", "JSESSIONID="+c, "x-requested-with", "XMLHttpRequest"))
 	})
-	time.Sleep(50 * time.Millisecond)
+	for f.idp.refreshes.Load() == 0 { // the refresh is at the IdP
+		time.Sleep(time.Millisecond)
+	}
 	if d := f.engine.Check(ctx, get("/logout", "JSESSIONID="+c)); d.Reason != "logout" {
 		t.Fatalf("logout: %+v", d)
 	}
+	close(f.idp.gate)
 	wg.Wait()
 	if refreshDecision.Allow {
 		t.Errorf("the request whose refresh raced the logout was allowed")

@@ -121,7 +121,7 @@ func TestRefreshWithCacheAcrossReplicas(t *testing.T) {
 // logged out everywhere (Save is SET XX), and no cache brings it back.
 func TestRefreshDuringLogoutWithCache(t *testing.T) {
 	_, fidp, rs := replicas(t, 2, authz.Options{RefreshAhead: 5 * time.Minute})
-	fidp.delay = 200 * time.Millisecond
+	fidp.gate = make(chan struct{}) // the refresh is held at the IdP until the logout is done
 	fidp.refreshed = &idp.Tokens{AccessToken: "new", Expiry: time.Now().Add(time.Hour)}
 	c := rs[0].newSession(t, &sessionpb.Session{AccessToken: "old", RefreshToken: "rt", AccessTokenExpiry: time.Now().Add(time.Minute).Unix()})
 	ctx := context.Background()
@@ -130,10 +130,13 @@ func TestRefreshDuringLogoutWithCache(t *testing.T) {
 	}
 	refreshed := make(chan *authz.Decision)
 	go func() { refreshed <- rs[0].engine.Check(ctx, get("/", "JSESSIONID="+c)) }()
-	time.Sleep(50 * time.Millisecond) // the refresh is at the IdP
+	for fidp.refreshes.Load() == 0 { // the refresh is at the IdP
+		time.Sleep(time.Millisecond)
+	}
 	if d := rs[1].engine.Check(ctx, get("/logout", "JSESSIONID="+c)); d.Status != http.StatusFound {
 		t.Fatalf("logout: %+v", d)
 	}
+	close(fidp.gate)
 	if d := <-refreshed; d.Allow {
 		t.Fatalf("the request whose refresh lost to the logout was allowed: %+v", d)
 	}
