@@ -66,25 +66,13 @@ func StartExtauthzUnready(name, bin string, env map[string]string, logw io.Write
 }
 
 func startExtauthz(name, bin string, env map[string]string, logw io.Writer, waitPath string) (*Extauthz, error) {
-	gp, err := redistest.FreePort()
-	if err != nil {
-		return nil, err
-	}
-	hp, err := redistest.FreePort()
-	if err != nil {
-		return nil, err
-	}
-	ap, err := redistest.FreePort()
-	if err != nil {
-		return nil, err
-	}
-	np, err := redistest.FreePort()
+	p, err := redistest.FreePorts(4)
 	if err != nil {
 		return nil, err
 	}
 	x := &Extauthz{
-		Name: name, GRPCAddr: fmt.Sprintf("127.0.0.1:%d", gp), HTTPAddr: fmt.Sprintf("127.0.0.1:%d", hp), AdminAddr: fmt.Sprintf("127.0.0.1:%d", ap),
-		NginxAddr: fmt.Sprintf("127.0.0.1:%d", np), bin: bin, env: env, logw: logw, waitPath: waitPath,
+		Name: name, GRPCAddr: fmt.Sprintf("127.0.0.1:%d", p[0]), HTTPAddr: fmt.Sprintf("127.0.0.1:%d", p[1]), AdminAddr: fmt.Sprintf("127.0.0.1:%d", p[2]),
+		NginxAddr: fmt.Sprintf("127.0.0.1:%d", p[3]), bin: bin, env: env, logw: logw, waitPath: waitPath,
 	}
 	x.conn, err = grpc.NewClient(x.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

@@ -107,14 +107,11 @@ func StartHydra(bin, dir string, o HydraOptions) (*Hydra, error) {
 	if o.AccessTokenTTL == 0 {
 		o.AccessTokenTTL = time.Hour
 	}
-	pub, err := redistest.FreePort()
+	ports, err := redistest.FreePorts(2)
 	if err != nil {
 		return nil, err
 	}
-	adm, err := redistest.FreePort()
-	if err != nil {
-		return nil, err
-	}
+	pub, adm := ports[0], ports[1]
 	pl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err

@@ -63,14 +63,11 @@ const OAuth2ProxyCookie = "_oauth2_proxy"
 // StartOAuth2Proxy runs bin on free loopback ports and waits until /ready
 // (which pings Redis) says 200. Its output goes to logw.
 func StartOAuth2Proxy(bin string, o OAuth2ProxyOptions, logw io.Writer) (*OAuth2Proxy, error) {
-	port, err := redistest.FreePort()
+	ports, err := redistest.FreePorts(2)
 	if err != nil {
 		return nil, err
 	}
-	mport, err := redistest.FreePort()
-	if err != nil {
-		return nil, err
-	}
+	port, mport := ports[0], ports[1]
 	p := &OAuth2Proxy{URL: "http://127.0.0.1:" + strconv.Itoa(port), MetricsURL: "http://127.0.0.1:" + strconv.Itoa(mport) + "/metrics", done: make(chan struct{})}
 	args := append([]string{
 		"--http-address=127.0.0.1:" + strconv.Itoa(port),

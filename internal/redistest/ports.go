@@ -61,6 +61,19 @@ func FreePort() (int, error) {
 	return 0, errors.New("no free loopback port outside the ephemeral range after 1000 tries")
 }
 
+// FreePorts is FreePort n times.
+func FreePorts(n int) ([]int, error) {
+	ports := make([]int, n)
+	for i := range ports {
+		p, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
+		ports[i] = p
+	}
+	return ports, nil
+}
+
 // portRange is where FreePort picks: below the ephemeral range when there
 // is room (Linux's default is 32768–60999), else above it.
 func portRange() (lo, hi int) {

@@ -209,7 +209,7 @@ func TestCacheTouchFindsLostInvalidation(t *testing.T) {
 	s, cookie := create(t, m, "at")
 	ctx := context.Background()
 	mem.Delete(ctx, s.Key()) // no publish
-	took := waitFor(t, "the cache notices", time.Second, func() bool {
+	took := sessiontest.WaitFor(t, "the cache notices", time.Second, func() bool {
 		_, err := m.Load(ctx, cookie, "")
 		return errors.Is(err, session.ErrNoSession)
 	})

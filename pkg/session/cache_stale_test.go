@@ -58,7 +58,7 @@ func TestCacheChannelCutStalenessBound(t *testing.T) {
 	}
 	t.Logf("channel cut: b refused the logged-out cookie from %s after the logout (staleness bound %s)", first, staleness)
 	b.peer.Restore()
-	waitFor(t, "channel up again", time.Second, func() bool { return b.m.CacheStats().ChannelUp })
+	sessiontest.WaitFor(t, "channel up again", time.Second, func() bool { return b.m.CacheStats().ChannelUp })
 }
 
 // Without Start (or without Peers) nothing vouches for an entry: it is read

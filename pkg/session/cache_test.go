@@ -72,21 +72,9 @@ func newReplica(t *testing.T, store session.Store, hub *sessiontest.Hub, o sessi
 	stop := r.m.Start(context.Background())
 	t.Cleanup(stop)
 	if hub != nil {
-		waitFor(t, "channel up", time.Second, func() bool { return r.m.CacheStats().ChannelUp })
+		sessiontest.WaitFor(t, "channel up", time.Second, func() bool { return r.m.CacheStats().ChannelUp })
 	}
 	return r
-}
-
-func waitFor(t *testing.T, what string, within time.Duration, ok func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !ok() {
-		if time.Since(start) > within {
-			t.Fatalf("%s: not within %s", what, within)
-		}
-		time.Sleep(time.Millisecond)
-	}
-	return time.Since(start)
 }
 
 func create(t *testing.T, m *session.Manager, token string) (*session.Session, string) {
@@ -214,7 +202,7 @@ func TestCacheReadInFlightDuringInvalidation(t *testing.T) {
 	store.block.Store(&release)
 	loaded := make(chan error)
 	go func() { _, err := b.m.Load(ctx, cookie, ""); loaded <- err }() // reads, then waits
-	waitFor(t, "b's read", time.Second, func() bool { return store.block.Load() == nil })
+	sessiontest.WaitFor(t, "b's read", time.Second, func() bool { return store.block.Load() == nil })
 	if err := a.m.Delete(ctx, s); err != nil {
 		t.Fatal(err)
 	}

@@ -291,7 +291,7 @@ func TestInvalidationDespiteAFailedDelete(t *testing.T) {
 	b := session.NewManager(store, keys, opts())
 	defer a.Start(ctx)()
 	defer b.Start(ctx)()
-	waitFor(t, "channels up", 5*time.Second, func() bool { return a.CacheStats().ChannelUp && b.CacheStats().ChannelUp })
+	sessiontest.WaitFor(t, "channels up", 5*time.Second, func() bool { return a.CacheStats().ChannelUp && b.CacheStats().ChannelUp })
 	s, cookie, err := a.Create(ctx, &sessionpb.Session{AccessToken: "t"})
 	if err != nil {
 		t.Fatal(err)
@@ -303,7 +303,7 @@ func TestInvalidationDespiteAFailedDelete(t *testing.T) {
 	if err := a.Delete(ctx, s); err == nil {
 		t.Fatal("the failing store's Delete succeeded") // ... but its answer is lost
 	}
-	waitFor(t, "b refuses the cookie", 5*time.Second, func() bool { _, err := b.Load(ctx, cookie, ""); return errors.Is(err, session.ErrNoSession) })
+	sessiontest.WaitFor(t, "b refuses the cookie", 5*time.Second, func() bool { _, err := b.Load(ctx, cookie, ""); return errors.Is(err, session.ErrNoSession) })
 	// The retried logout finds nothing; Forget tells the replicas again.
 	if _, err := b.Load(ctx, cookie, ""); !errors.Is(err, session.ErrNoSession) {
 		t.Fatalf("b still serves the logged-out session: %v", err)

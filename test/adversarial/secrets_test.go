@@ -134,9 +134,9 @@ func (b bare) grpc(t *testing.T, q hreq) hres {
 // startBare runs the binary with baseEnv plus env only, and waits for /healthz.
 func startBare(t *testing.T, env []string) bare {
 	t.Helper()
-	ports := make([]int, 3)
-	for i := range ports {
-		ports[i], _ = redistest.FreePort()
+	ports, err := redistest.FreePorts(3)
+	if err != nil {
+		t.Fatal(err)
 	}
 	b := bare{http: fmt.Sprintf("127.0.0.1:%d", ports[1]), grpcAddr: fmt.Sprintf("127.0.0.1:%d", ports[0])}
 	cmd := exec.Command(extauthzBin)
@@ -201,9 +201,9 @@ func placeholderSecrets(t *testing.T) []string {
 // (exited false and a nil error when it did not exit within d).
 func runToExit(t *testing.T, env []string, d time.Duration) (exited bool, out string, err error) {
 	t.Helper()
-	ports := make([]int, 3)
-	for i := range ports {
-		ports[i], _ = redistest.FreePort()
+	ports, err := redistest.FreePorts(3)
+	if err != nil {
+		t.Fatal(err)
 	}
 	cmd := exec.Command(extauthzBin)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"),

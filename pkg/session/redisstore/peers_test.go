@@ -14,6 +14,7 @@ import (
 	"github.com/extauthz/extauthz/internal/redistest"
 	"github.com/extauthz/extauthz/pkg/session"
 	"github.com/extauthz/extauthz/pkg/session/redisstore"
+	"github.com/extauthz/extauthz/pkg/session/sessiontest"
 	"github.com/extauthz/extauthz/proto/sessionpb"
 )
 
@@ -30,20 +31,8 @@ func cachedManager(t *testing.T, data, channel *redisstore.Store, prefix string,
 		Staleness: staleness, Peers: channel.Peers(redisstore.PeersOptions{Prefix: prefix}),
 	}})
 	t.Cleanup(m.Start(context.Background()))
-	waitUntil(t, "invalidation channel up", 10*time.Second, func() bool { return m.CacheStats().ChannelUp })
+	sessiontest.WaitFor(t, "invalidation channel up", 10*time.Second, func() bool { return m.CacheStats().ChannelUp })
 	return m
-}
-
-func waitUntil(t *testing.T, what string, within time.Duration, ok func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !ok() {
-		if time.Since(start) > within {
-			t.Fatalf("%s: not within %s", what, within)
-		}
-		time.Sleep(time.Millisecond)
-	}
-	return time.Since(start)
 }
 
 // refusedWithin polls m until it refuses cookie (ErrNoSession) and returns
@@ -231,14 +220,14 @@ func TestCacheChannelCut(t *testing.T) {
 			t.Errorf("logout %d: b refused the cookie %s after the logout, beyond the staleness bound %s", i, d, staleness)
 		}
 		proxy.Resume()
-		waitUntil(t, "channel up after the stall", 10*time.Second, func() bool { return b.CacheStats().ChannelUp })
+		sessiontest.WaitFor(t, "channel up after the stall", 10*time.Second, func() bool { return b.CacheStats().ChannelUp })
 	}
 	t.Logf("MEASURE channel stalled for one replica: logout refused there after %v (staleness bound %s)", took, staleness)
 
 	// The connection breaks: the subscriber makes a new one by itself.
 	proxy.Cut()
-	waitUntil(t, "channel down after the connection broke", 5*time.Second, func() bool { return !b.CacheStats().ChannelUp })
-	back := waitUntil(t, "channel up after the connection broke", 10*time.Second, func() bool { return b.CacheStats().ChannelUp })
+	sessiontest.WaitFor(t, "channel down after the connection broke", 5*time.Second, func() bool { return !b.CacheStats().ChannelUp })
+	back := sessiontest.WaitFor(t, "channel up after the connection broke", 10*time.Second, func() bool { return b.CacheStats().ChannelUp })
 	t.Logf("MEASURE channel connection broken: up again after %s", back)
 	lo := logoutPropagation(t, a, b, 20)
 	if p := percentile(lo, .5); p > 10*time.Millisecond {
@@ -255,8 +244,8 @@ func TestCacheChannelSurvivesRedisRestart(t *testing.T) {
 	if err := srv.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "channel down", 5*time.Second, func() bool { return !b.CacheStats().ChannelUp })
-	back := waitUntil(t, "channel up after the restart", 15*time.Second, func() bool {
+	sessiontest.WaitFor(t, "channel down", 5*time.Second, func() bool { return !b.CacheStats().ChannelUp })
+	back := sessiontest.WaitFor(t, "channel up after the restart", 15*time.Second, func() bool {
 		return a.CacheStats().ChannelUp && b.CacheStats().ChannelUp
 	})
 	t.Logf("MEASURE Redis restarted: both channels up %s later", back)

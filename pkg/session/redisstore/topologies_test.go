@@ -239,7 +239,7 @@ func TestSentinel(t *testing.T) {
 	})
 	// The subscribers were on the old master: they find the new one.
 	t.Run("CacheInvalidationAfterFailover", func(t *testing.T) {
-		back := waitUntil(t, "invalidation channels up on the new master", 30*time.Second, func() bool {
+		back := sessiontest.WaitFor(t, "invalidation channels up on the new master", 30*time.Second, func() bool {
 			return ca.CacheStats().ChannelUp && cb.CacheStats().ChannelUp
 		})
 		t.Logf("MEASURE channels up %s after the failover test", back)

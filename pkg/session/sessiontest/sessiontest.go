@@ -355,3 +355,17 @@ func describe(es []session.IndexEntry, now time.Time) string {
 	}
 	return b.String()
 }
+
+// WaitFor polls ok every millisecond until it holds, and fails the test if
+// it does not within; it returns how long it took.
+func WaitFor(t testing.TB, what string, within time.Duration, ok func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !ok() {
+		if time.Since(start) > within {
+			t.Fatalf("%s: not within %s", what, within)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return time.Since(start)
+}
