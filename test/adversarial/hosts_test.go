@@ -215,6 +215,29 @@ func TestLoginsOnlyForOwnHosts(t *testing.T) {
 			isOurs:    func(h string) bool { return h == "app.example.com" },
 			proxyHost: "internal-gateway:8080",
 		})
+		// Behind a proxy that appends, the first value is the client's: the
+		// last one, the proxy's, decides.
+		for _, c := range []struct {
+			xfh    string
+			served bool
+		}{
+			{"attacker.example, app.example.com", true},
+			{"app.example.com, attacker.example", false},
+			{"app.example.com,", false},
+			{"app.example.com, ", false},
+			{"app.example.com,attacker.example", false},
+		} {
+			for _, p := range protocols {
+				r := p.do(x, navigation("internal-gateway:8080", "/x").with("x-forwarded-host", c.xfh))
+				ru, err := redirectURI(r.Header.Get("location"))
+				switch {
+				case c.served && (r.Status != http.StatusFound || err != nil || ru.Hostname() != "app.example.com"):
+					t.Errorf("%s: x-forwarded-host %q: %s, want a login for app.example.com", p.name, c.xfh, r)
+				case !c.served && (r.Status != http.StatusNotFound || r.Header.Get("location") != ""):
+					t.Errorf("%s: x-forwarded-host %q: %s, want 404", p.name, c.xfh, r)
+				}
+			}
+		}
 	})
 	t.Run("Cloud Foundry application_uris", func(t *testing.T) {
 		t.Parallel()
